@@ -1,0 +1,102 @@
+"""The xendemo command line: parse, call one library function, map errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import BuildError
+from .log import setup_logging
+
+BUILD_DIR = click.option("-C", "--build-dir", type=click.Path(file_okay=False, path_type=Path),
+                         default=Path("."), show_default=True, help="The build dir.")
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except BuildError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("xendemo: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="xendemo")
+@click.option("--debug", is_flag=True, help="Log every command run; show tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Build Xen Demo CD style live CDs: GRUB legacy -> Xen -> Linux -> a tmpfs root, /usr on the CD."""
+    ctx.obj = {"debug": debug}
+    setup_logging(debug)
+
+
+@main.command()
+@click.argument("version")
+@BUILD_DIR
+@click.option("--profile", help="Profile name (profiles/NAME.yaml) or path.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the ISO [default: BUILD_DIR/xendemo-VERSION.iso].")
+def make(version: str, build_dir: Path, profile: str | None, output: Path | None) -> None:
+    """Build the CD VERSION from the build dir."""
+    from .make import make as make_cd
+    from .make import new_context
+
+    iso = make_cd(new_context(build_dir, version, profile=profile, output=output))
+    click.echo(str(iso))
+
+
+@main.command()
+@click.argument("iso", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--entry", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Boot menu entry to select (0 = first).")
+@click.option("--disk", is_flag=True, help="Attach the image as a hard disk instead of a CD.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True,
+              help="Seconds to wait for the system to reach init.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Console log [default: ISO with .entryN.console.log].")
+@click.option("--expect", default=None, help="Console text that means the system is up.")
+def boot(iso: Path, entry: int, disk: bool, timeout: float, log_path: Path | None,
+         expect: str | None) -> None:
+    """Boot ISO in QEMU (software emulation) and report how far it got."""
+    from .boot import READY, boot_iso
+
+    log_path = log_path or iso.with_name(f"{iso.stem}.entry{entry}.console.log")
+    result = boot_iso(iso, entry=entry, disk=disk, timeout=timeout, log_path=log_path,
+                      expect=expect or READY)
+    if not result.reached:
+        stage = result.last_stage or "no linuxrc stage seen (GRUB, Xen or the kernel did not get there)"
+        raise click.ClickException(f"{iso}: entry {entry} did not reach init in {result.seconds:.0f}s; "
+                                   f"last stage: {stage}; console log: {log_path}")
+    click.echo(f"{iso}: entry {entry} reached init in {result.seconds:.1f}s; console log: {log_path}")
+
+
+@main.command()
+@BUILD_DIR
+def init(build_dir: Path) -> None:
+    """Create a build dir (or complete one) from the project's default inputs."""
+    from .builddir import init_build_dir
+
+    for line in init_build_dir(build_dir):
+        click.echo(line)
+
+
+@main.command()
+@click.option("-C", "--build-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/demo"), show_default=True, help="The demo build dir.")
+@click.option("--version", "version", default="1.0", show_default=True, help="Version of the demo CD.")
+@click.option("--boot/--no-boot", "do_boot", default=True, show_default=True,
+              help="Boot the CD in QEMU after building it.")
+@click.option("--entry", type=click.IntRange(min=0), default=0, show_default=True)
+def demo(build_dir: Path, version: str, do_boot: bool, entry: int) -> None:
+    """Fetch the Debian parts, make the demo build dir, build its CD and boot it."""
+    from .demo import run_demo
+
+    run_demo(build_dir, version, boot_entry=entry if do_boot else None)

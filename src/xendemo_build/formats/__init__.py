@@ -1,0 +1,1 @@
+"""On-disk formats: cpio newc, tar, mtree, ISO reading. They know nothing of profiles."""

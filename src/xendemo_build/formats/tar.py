@@ -1,0 +1,52 @@
+"""root.tar.gz: a deterministic gzip'ed tar written from Nodes.
+
+GNU format (long names via ././@LongLink, which busybox tar reads), numeric
+owners only (no user names: the booted system's /etc/passwd decides), members
+in the order given, gzip header without file name and with mtime 0.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
+
+_TYPES = {DIR: tarfile.DIRTYPE, FILE: tarfile.REGTYPE, SYMLINK: tarfile.SYMTYPE,
+          HARDLINK: tarfile.LNKTYPE, CHAR: tarfile.CHRTYPE, BLOCK: tarfile.BLKTYPE,
+          FIFO: tarfile.FIFOTYPE}
+
+
+def tarinfo(node: Node) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(node.path + ("/" if node.kind == DIR else ""))
+    info.type = _TYPES[node.kind]
+    info.mode = node.mode
+    info.uid, info.gid = node.uid, node.gid
+    info.uname = info.gname = ""
+    info.mtime = node.mtime
+    info.size = node.size if node.kind == FILE else 0
+    info.linkname = node.target if node.kind in (SYMLINK, HARDLINK) else ""
+    if node.kind in (CHAR, BLOCK):
+        info.devmajor, info.devminor = node.rdev
+    return info
+
+
+def write_tar(nodes: Iterable[Node], out: BinaryIO) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+        for node in nodes:
+            info = tarinfo(node)
+            if node.kind == FILE:
+                assert node.source is not None
+                with node.source.open("rb") as data:
+                    tar.addfile(info, data)
+            else:
+                tar.addfile(info)
+
+
+def write_tar_gz(nodes: Iterable[Node], path: Path, *, level: int = 6) -> None:
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                               mtime=0, compresslevel=level) as gz:
+        write_tar(nodes, gz)  # type: ignore[arg-type]

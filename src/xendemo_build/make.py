@@ -1,0 +1,224 @@
+"""make(ctx): the build, step by step, in the order of the seed's make.sh."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import shutil
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import __version__, kmod
+from .context import BuildContext, build_epoch, check_version
+from .errors import BuildError
+from .formats.cpio import write_initramfs
+from .formats.mtree import apply_mtree, read_mtree
+from .formats.tar import write_tar_gz
+from .initrd import INIT_SCRIPT, initrd_nodes, render_linuxrc
+from .iso import master_iso
+from .log import log_file, step
+from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
+from .profile import Profile, load_profile
+from .rootpatch import copy_rootpatch
+from .split import RESERVED_ON_CD, split_tree
+from .tree import DIR, FILE, Node, scan, sort_nodes
+
+log = logging.getLogger("xendemo")
+
+CD_DIR = "XenDemoCD"
+BOOT_CATALOG = "boot/boot.cat"
+INPUT_DIRS = ("rootpatch", "irtree", "grub", "profiles")
+INPUT_FILES = ("root.mtree", "irtree.mtree", "Builder")
+
+
+def find_profile(build_dir: Path, choice: str | None) -> Path:
+    """--profile NAME (profiles/NAME.yaml) or PATH; default: the only profile there is."""
+    if choice is not None:
+        path = Path(choice)
+        if path.suffix in (".yaml", ".yml") or "/" in choice:
+            return path if path.is_absolute() else Path.cwd() / path
+        return build_dir / "profiles" / f"{choice}.yaml"
+    found = sorted((build_dir / "profiles").glob("*.yaml"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise BuildError(f"{build_dir}/profiles: no profile; run `xendemo init` or add profiles/NAME.yaml")
+    names = ", ".join(p.stem for p in found)
+    raise BuildError(f"{build_dir}/profiles: several profiles ({names}); pick one with --profile NAME")
+
+
+def new_context(build_dir: Path, version: str, *, profile: str | None = None,
+                output: Path | None = None) -> BuildContext:
+    build_dir = build_dir.resolve()
+    check_version(version)
+    if not (build_dir / "root").is_dir():
+        raise BuildError(f"{build_dir}: no root/ directory; this is not a build dir "
+                         f"(make one with `xendemo init -C DIR` or `xendemo unpack`)")
+    profile_path = find_profile(build_dir, profile)
+    shown = os.path.relpath(profile_path) if profile_path.is_relative_to(Path.cwd()) else str(profile_path)
+    loaded: Profile = load_profile(profile_path, shown=shown)
+    builder_file = build_dir / "Builder"
+    builder = builder_file.read_text().strip() if builder_file.exists() else ""
+    epoch = build_epoch(build_dir, [build_dir / d for d in ("root", *INPUT_DIRS)])
+    output = (output or build_dir / f"xendemo-{version}.iso").resolve()
+    return BuildContext(build_dir=build_dir, profile=loaded, version=version, output=output,
+                        epoch=epoch, builder=builder or "unknown")
+
+
+def make(ctx: BuildContext) -> Path:
+    ctx.output.parent.mkdir(parents=True, exist_ok=True)
+    with log_file(ctx.log_path):
+        log.debug("xendemo %s, run by %s@%s at %s", __version__, getpass.getuser(), socket.gethostname(),
+                  datetime.now(UTC).isoformat(timespec="seconds"))
+        log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
+                 ctx.build_dir, ctx.profile.name, ctx.epoch)
+        check_inputs(ctx)
+        prepare_work_dir(ctx)
+        apply_rootpatch(ctx)
+        scan_root(ctx)
+        split_usr(ctx)
+        make_root_tarball(ctx)
+        make_initrd(ctx)
+        render_menu_lst(ctx)
+        record_build(ctx)
+        make_iso(ctx)
+        log.info("Wrote %s (%d MiB)", ctx.output, ctx.output.stat().st_size >> 20)
+    return ctx.output
+
+
+def check_inputs(ctx: BuildContext) -> None:
+    """Everything the build reads exists, before anything is written."""
+    for key in ("xen", "kernel", "modules", "stage2_eltorito", "busybox"):
+        ctx.part(key)
+    if not ctx.part("modules").is_dir():
+        raise BuildError(f"{ctx.profile.at('boot.modules')}: boot.modules: {ctx.part('modules')} is not a "
+                         f"directory; name the kernel's lib/modules/RELEASE directory")
+    for template in (ctx.grub / "menu.lst.j2", ctx.irtree / "linuxrc.j2"):
+        if not template.is_file():
+            raise BuildError(f"{template}: template missing; copy it from the project "
+                             f"(xendemo init -C {ctx.build_dir} adds what is missing)")
+    if ctx.output.is_relative_to(ctx.root):
+        raise BuildError(f"-o {ctx.output}: inside root/, the CD would contain itself; write it elsewhere")
+
+
+def prepare_work_dir(ctx: BuildContext) -> None:
+    if ctx.stage.exists():
+        shutil.rmtree(ctx.stage)
+    ctx.stage.mkdir(parents=True)
+
+
+def apply_rootpatch(ctx: BuildContext) -> None:
+    if not ctx.rootpatch.is_dir():
+        return
+    with step("Copying rootpatch/ over root/"):
+        copied = copy_rootpatch(ctx.rootpatch, ctx.root)
+        log.info("    %d entries", len(copied))
+
+
+def scan_root(ctx: BuildContext) -> None:
+    with step("Reading root/ and root.mtree"):
+        nodes = scan(ctx.root, epoch=ctx.epoch)
+        ctx.root_nodes = apply_mtree(nodes, read_mtree(ctx.root_mtree, "root.mtree"), "root.mtree")
+        log.info("    %d entries", len(ctx.root_nodes))
+
+
+def split_usr(ctx: BuildContext) -> None:
+    with step(f"Splitting: /usr onto the CD, {', '.join('/' + p for p in ctx.profile.relocate)} "
+              f"into /usr/root"):
+        ctx.tar_nodes, ctx.cd_nodes = split_tree(ctx.root_nodes, ctx.profile.relocate)
+        log.info("    root.tar.gz: %d entries, CD /usr: %d entries", len(ctx.tar_nodes), len(ctx.cd_nodes))
+
+
+def make_root_tarball(ctx: BuildContext) -> None:
+    with step("Writing root.tar.gz"):
+        write_tar_gz(ctx.tar_nodes, ctx.stage / "root.tar.gz")
+
+
+def make_initrd(ctx: BuildContext) -> None:
+    with step("Building the initrd"):
+        moddir = ctx.part("modules")
+        modules = kmod.resolve(moddir, ctx.profile.initrd_modules)
+        kmod.check_vermagic(modules, kmod.kernel_release(moddir))
+        log.info("    modules: %s", " ".join(m.name for m in modules))
+        linuxrc = ctx.stage / "linuxrc"
+        linuxrc.write_text(render_linuxrc(ctx.irtree, version=ctx.version, label=ctx.profile.volume_label,
+                                          modules=modules, moddir=moddir))
+        init = ctx.stage / "init"
+        init.write_bytes(INIT_SCRIPT)
+        nodes = initrd_nodes(irtree=ctx.irtree, irtree_mtree=ctx.irtree_mtree, busybox=ctx.part("busybox"),
+                             moddir=moddir, modules=modules, linuxrc=linuxrc, init=init, epoch=ctx.epoch)
+        write_initramfs(nodes, ctx.stage / "initrd.gz")
+
+
+def render_menu_lst(ctx: BuildContext) -> None:
+    with step("Rendering menu.lst"):
+        text = render_menu(ctx.grub, ctx.profile.menu, version=ctx.version,
+                           label=ctx.profile.volume_label, profile_name=ctx.profile.name)
+        (ctx.stage / "menu.lst").write_text(text)
+
+
+def record_build(ctx: BuildContext) -> None:
+    """XenDemoCD/version (what /linuxrc checks) and XenDemoCD/BUILD (who built what, when)."""
+    (ctx.stage / "version").write_text(ctx.version + "\n")
+    when = datetime.fromtimestamp(ctx.epoch, UTC).isoformat(timespec="seconds")
+    (ctx.stage / "BUILD").write_text(
+        f"version: {ctx.version}\nlabel: {ctx.profile.volume_label}\nprofile: {ctx.profile.name}\n"
+        f"builder: {ctx.builder}\nsource_date_epoch: {ctx.epoch}\ndate: {when}\n"
+        f"xendemo: {__version__}\n")
+    (ctx.stage / "epoch").write_text(f"{ctx.epoch}\n")
+
+
+def make_iso(ctx: BuildContext) -> None:
+    with step(f"Mastering {ctx.output.name}"):
+        nodes = ctx.cd_nodes + boot_nodes(ctx) + cd_record_nodes(ctx)
+        master_iso(sort_nodes(nodes), ctx.output, label=ctx.profile.volume_label,
+                   boot_file=STAGE2.lstrip("/"), boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
+
+
+def _file(path: str, source: Path, epoch: int, mode: int = 0o644) -> Node:
+    return Node(path=path, kind=FILE, mode=mode, mtime=epoch, size=source.stat().st_size, source=source)
+
+
+def boot_nodes(ctx: BuildContext) -> list[Node]:
+    e = ctx.epoch
+    return [
+        Node("boot", DIR, 0o755, mtime=e),
+        Node("boot/grub", DIR, 0o755, mtime=e),
+        _file(STAGE2.lstrip("/"), ctx.part("stage2_eltorito"), e),
+        _file(MENU_LST.lstrip("/"), ctx.stage / "menu.lst", e),
+        _file(XEN.lstrip("/"), ctx.part("xen"), e),
+        _file(KERNEL.lstrip("/"), ctx.part("kernel"), e),
+        _file(INITRD.lstrip("/"), ctx.stage / "initrd.gz", e),
+    ]
+
+
+def cd_record_nodes(ctx: BuildContext) -> list[Node]:
+    """XenDemoCD/: root.tar.gz, the records, and the build inputs so the CD can be rebuilt."""
+    e = ctx.epoch
+    nodes = [Node(CD_DIR, DIR, 0o755, mtime=e)]
+    for name in ("root.tar.gz", "version", "BUILD", "epoch"):
+        nodes.append(_file(f"{CD_DIR}/{name}", ctx.stage / name, e))
+    profile_dir = f"{CD_DIR}/profiles"
+    nodes += [Node(profile_dir, DIR, 0o755, mtime=e),
+              _file(f"{profile_dir}/{ctx.profile.name}.yaml", ctx.profile.path, e)]
+    for directory in ("rootpatch", "irtree", "grub"):
+        top = ctx.build_dir / directory
+        if top.is_dir():
+            nodes.append(Node(f"{CD_DIR}/{directory}", DIR, 0o755, mtime=e))
+            nodes += [_under(f"{CD_DIR}/{directory}", n) for n in scan(top, epoch=e)]
+    for name in ("root.mtree", "irtree.mtree", "Builder"):
+        if (ctx.build_dir / name).is_file():
+            nodes.append(_file(f"{CD_DIR}/{name}", ctx.build_dir / name, e))
+    clash = {n.path.split("/")[0] for n in ctx.cd_nodes} & set(RESERVED_ON_CD)
+    if clash:
+        raise BuildError(f"root/usr/{clash.pop()} exists but the build makes that directory on the CD; "
+                         f"move it elsewhere in root/")
+    return nodes
+
+
+def _under(prefix: str, node: Node) -> Node:
+    from dataclasses import replace
+    return replace(node, path=f"{prefix}/{node.path}",
+                   target=f"{prefix}/{node.target}" if node.kind == "hardlink" else node.target)

@@ -1,0 +1,41 @@
+"""Jinja templates of the build dir (grub/menu.lst.j2, irtree/linuxrc.j2).
+
+StrictUndefined: a value the template names but xendemo does not provide is an
+error, not an empty string in a boot file.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+from .errors import BuildError
+
+
+def join_args(values: list[object]) -> str:
+    """Kernel command-line words, skipping empty ones."""
+    return " ".join(str(v).strip() for v in values if str(v).strip())
+
+
+def shquote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def render(directory: Path, name: str, **values: object) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             autoescape=False)
+    env.filters["join_args"] = join_args
+    env.filters["shquote"] = shquote
+    try:
+        return env.get_template(name).render(**values)
+    except jinja2.TemplateNotFound:
+        raise BuildError(f"{directory / name}: template not found; copy it from the project's "
+                         f"{directory.name}/ (xendemo init does)") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise BuildError(f"{directory / name}:{e.lineno}: template error: {e.message}") from None
+    except jinja2.UndefinedError as e:
+        raise BuildError(f"{directory / name}: {e.message}; the template uses a value xendemo "
+                         f"does not provide") from None
