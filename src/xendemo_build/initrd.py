@@ -68,7 +68,7 @@ def initrd_nodes(*, irtree: Path, irtree_mtree: Path, busybox: Path, moddir: Pat
         for parent in _parents(path):
             add(Node(parent, DIR, 0o755, mtime=epoch))
         add(Node(path, FILE, 0o644, mtime=epoch, size=module.path.stat().st_size, source=module.path))
-    return apply_mtree(sort_nodes(nodes.values()), read_mtree(irtree_mtree), str(irtree_mtree))
+    return apply_mtree(sort_nodes(nodes.values()), read_mtree(irtree_mtree), str(irtree_mtree), mtime=epoch)
 
 
 def _parents(path: str) -> list[str]:

@@ -120,7 +120,8 @@ def apply_rootpatch(ctx: BuildContext) -> None:
 def scan_root(ctx: BuildContext) -> None:
     with step("Reading root/ and root.mtree"):
         nodes = scan(ctx.root, epoch=ctx.epoch)
-        ctx.root_nodes = apply_mtree(nodes, read_mtree(ctx.root_mtree, "root.mtree"), "root.mtree")
+        ctx.root_nodes = apply_mtree(nodes, read_mtree(ctx.root_mtree, "root.mtree"), "root.mtree",
+                                     mtime=ctx.epoch)
         log.info("    %d entries", len(ctx.root_nodes))
 
 

@@ -71,7 +71,8 @@ class Profile:
     where: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, key: str) -> str:
-        return self.where.get(key, str(self.path))
+        """Where `key` was given, as errors show it: "profiles/demo.yaml:7"."""
+        return self.where[key]
 
 
 class _Reader:
@@ -201,11 +202,10 @@ def _menu(r: _Reader, node: yaml.Node, key: str) -> Menu:
     }, required=("entries",))
     menu = Menu(**values)
     if not menu.entries:
-        raise r.fail(node, f"{key}.entries", "the menu needs at least one entry")
+        raise BuildError(f"{r.where[key + '.entries']}: {key}.entries: the menu needs at least one entry")
     if menu.default >= len(menu.entries):
-        raise r.fail(node, f"{key}.default",
-                     f"{menu.default} but the menu has {len(menu.entries)} entries; "
-                     f"use 0-{len(menu.entries) - 1}")
+        raise BuildError(f"{r.where[key + '.default']}: {key}.default: {menu.default} but the menu has "
+                         f"{len(menu.entries)} entries; use 0-{len(menu.entries) - 1}")
     return menu
 
 
@@ -234,6 +234,7 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
     except UnicodeDecodeError as e:
         raise BuildError(f"{shown}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
+        _refuse_aliases(text, shown)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -242,7 +243,6 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
         raise BuildError(f"{shown}{line}: not valid YAML: {problem}") from None
     if root is None:
         raise BuildError(f"{shown}: empty profile; start from profiles/demo.yaml")
-    _refuse_aliases(root, shown)
     r = _Reader(path, shown)
     values = r.mapping(root, "", {
         "name": r.string,
@@ -269,18 +269,9 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
     )
 
 
-def _refuse_aliases(root: yaml.Node, shown: str) -> None:
+def _refuse_aliases(text: str, shown: str) -> None:
     """Anchors and aliases can expand a small file into a huge tree; profiles don't need them."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            raise BuildError(f"{shown}:{node.start_mark.line + 1}: YAML aliases (*name) are not "
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise BuildError(f"{shown}:{event.start_mark.line + 1}: YAML aliases (*name) are not "
                              f"allowed in profiles; write the value out")
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                stack.extend((k, v))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(node.value)

@@ -37,8 +37,12 @@ def _copy_one(src: Path, dst: Path, rootpatch: Path, root: Path, rel: str) -> No
                          f"rootpatch never writes through it: make it a directory in root/ "
                          f"or move the file in rootpatch/ to where the link points")
     if stat.S_ISDIR(st.st_mode):
-        if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
-            _remove(dst)
+        if dst.is_symlink():
+            raise BuildError(f"{rootpatch.name}/{rel}: {root.name}/{rel} is a symlink to {os.readlink(dst)}; "
+                             f"rootpatch never writes through it: make it a directory in root/ "
+                             f"or move the file in rootpatch/ to where the link points")
+        if dst.exists() and not dst.is_dir():
+            dst.unlink()
         dst.mkdir(exist_ok=True)
         os.chmod(dst, stat.S_IMODE(st.st_mode))
         return
@@ -54,10 +58,3 @@ def _copy_one(src: Path, dst: Path, rootpatch: Path, root: Path, rel: str) -> No
     else:
         raise BuildError(f"{rootpatch.name}/{rel}: only files, directories and symlinks belong in "
                          f"rootpatch/; record device nodes in root.mtree")
-
-
-def _remove(path: Path) -> None:
-    if path.is_symlink() or not path.is_dir():
-        path.unlink()
-    else:
-        shutil.rmtree(path)

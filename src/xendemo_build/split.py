@@ -23,7 +23,9 @@ def split_tree(nodes: list[Node], relocate: tuple[str, ...]) -> tuple[list[Node]
         if f"usr/{name}" in by_path:
             raise BuildError(f"root/usr/{name} exists, but /usr/{name} on the CD is made by the build; "
                              f"move it elsewhere in root/")
-    moved = [p for p in relocate if p in by_path and by_path[p].kind == DIR]
+    # Outermost first, so relocate: [etc/X11, etc] moves etc as a whole.
+    moved = sorted((p for p in relocate if p in by_path and by_path[p].kind == DIR),
+                   key=lambda p: p.count("/"))
     tar: list[Node] = []
     cd: list[Node] = []
     for node in nodes:

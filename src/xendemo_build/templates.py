@@ -7,6 +7,7 @@ error, not an empty string in a boot file.
 from __future__ import annotations
 
 import shlex
+import traceback
 from pathlib import Path
 
 import jinja2
@@ -37,5 +38,8 @@ def render(directory: Path, name: str, **values: object) -> str:
     except jinja2.TemplateSyntaxError as e:
         raise BuildError(f"{directory / name}:{e.lineno}: template error: {e.message}") from None
     except jinja2.UndefinedError as e:
-        raise BuildError(f"{directory / name}: {e.message}; the template uses a value xendemo "
+        lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
+                 if frame.filename == str(directory / name)]
+        where = f"{directory / name}:{lines[-1]}" if lines else str(directory / name)
+        raise BuildError(f"{where}: {e.message}; the template uses a value xendemo "
                          f"does not provide") from None

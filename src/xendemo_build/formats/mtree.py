@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import BuildError
-from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, SYMLINK, Node, parents, sort_nodes
+from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node, parents, sort_nodes
 
 TYPES = {"dir": DIR, "file": FILE, "link": SYMLINK, "char": CHAR, "block": BLOCK, "fifo": FIFO}
 FIELDS = {"type": "kind", "device": "rdev", "link": "target"}
@@ -56,8 +56,12 @@ def read_mtree(path: Path, shown: str | None = None) -> dict[str, Meta]:
     if not path.exists():
         return {}
     entries: dict[str, Meta] = {}
-    for number, raw in enumerate(path.read_text(encoding="ascii", errors="replace").splitlines(), 1):
-        line = raw.strip()
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        bad = next((b for b in raw if b > 0x7E), None)
+        if bad is not None:
+            raise BuildError(f"{shown}:{number}: byte 0x{bad:02x} is not ASCII; write such names "
+                             f"with octal escapes (\\303\\251 for é)")
+        line = raw.decode("ascii").strip()
         if not line or line.startswith("#"):
             continue
         name, *fields = line.split()
@@ -77,7 +81,10 @@ def read_mtree(path: Path, shown: str | None = None) -> dict[str, Meta]:
 
 
 def _relative(name: str, where: str) -> str:
-    decoded = decode_name(name)
+    try:
+        decoded = decode_name(name)
+    except UnicodeEncodeError:
+        raise BuildError(f"{where}: {name!r}: octal escapes go up to \\377") from None
     if decoded == ".":
         return ""
     if not decoded.startswith("./"):
@@ -121,8 +128,8 @@ def _meta_kwargs(meta: Meta) -> dict[str, object]:
                               ("rdev", meta.rdev), ("target", meta.target)) if v is not None}
 
 
-def apply_mtree(nodes: list[Node], entries: dict[str, Meta], shown: str) -> list[Node]:
-    """Overlay the metadata on the scanned nodes; add the special files only it knows."""
+def apply_mtree(nodes: list[Node], entries: dict[str, Meta], shown: str, *, mtime: int = 0) -> list[Node]:
+    """Overlay the metadata on the scanned nodes; add the special files only it knows (with `mtime`)."""
     by_path = {n.path: n for n in nodes}
     for rel, meta in entries.items():
         where = f"{shown}:{meta.line}"
@@ -138,8 +145,8 @@ def apply_mtree(nodes: list[Node], entries: dict[str, Meta], shown: str) -> list
                 raise BuildError(f"{where}: ./{rel}: parent ./{missing[0]} is not in the tree; "
                                  f"list it first with type=dir")
             default_mode = 0o755 if kind in (DIR, SYMLINK) else 0o644
-            node = Node(path=rel, kind=kind, mode=default_mode)
-        elif kind is not None and kind != node.kind:
+            node = Node(path=rel, kind=kind, mode=default_mode, mtime=mtime)
+        elif kind is not None and kind != node.kind and not (kind == FILE and node.kind == HARDLINK):
             # A device node recorded by an unprivileged unpack is an empty placeholder on disk.
             if node.kind != FILE or node.size != 0 or kind not in (CHAR, BLOCK, FIFO):
                 raise BuildError(f"{where}: ./{rel} is a {node.kind} on disk but type={kind} here; "
@@ -152,10 +159,9 @@ def apply_mtree(nodes: list[Node], entries: dict[str, Meta], shown: str) -> list
 def write_mtree(nodes: list[Node], path: Path) -> None:
     """Record what the disk cannot hold for an unprivileged user: owners, setuid, devices."""
     lines = ["#mtree"]
+    type_names = {kind: name for name, kind in TYPES.items()} | {HARDLINK: "file"}
     for node in nodes:
         fields = []
-        if node.kind in (CHAR, BLOCK, FIFO):
-            fields.append(f"type={next(k for k, v in TYPES.items() if v == node.kind)}")
         if node.uid:
             fields.append(f"uid={node.uid}")
         if node.gid:
@@ -165,5 +171,5 @@ def write_mtree(nodes: list[Node], path: Path) -> None:
         if node.kind in (CHAR, BLOCK):
             fields.append(f"device=native,{node.rdev[0]},{node.rdev[1]}")
         if fields:
-            lines.append(" ".join([f"./{encode_name(node.path)}", *fields]))
+            lines.append(" ".join([f"./{encode_name(node.path)}", f"type={type_names[node.kind]}", *fields]))
     path.write_text("\n".join(lines) + "\n")
