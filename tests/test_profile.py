@@ -80,10 +80,11 @@ class TestDemoProfile:
                     Entry(title="Xen 4.17 / Linux 6.1 using cmdline IP configuration", xen=True,
                           linux_args="ip=:::::eth0:off"),
                     Entry(title="Xen 4.17 / Linux 6.1 in safe mode", xen=True,
-                          xen_args="nosmp acpi=off watchdog", linux_args="nosmp noapic"),
+                          xen_args="nosmp dom0_max_vcpus=1 iommu=off watchdog",
+                          linux_args="acpi=noirq pci=nomsi nomodeset"),
                     Entry(title="Linux 6.1", xen=False),
                 ),
-                default=0, timeout=10, serial=Serial(unit=0, speed=115200), dom0_mem="512M",
+                default=0, timeout=10, serial=Serial(unit=0, speed=115200), dom0_mem="512M,max:512M",
                 xen_args="noreboot", linux_args=""),
             relocate=("bin", "lib", "sbin"),
         )
@@ -94,7 +95,7 @@ class TestDemoProfile:
         assert profile.at("volume_label") == "profiles/demo.yaml:3"
         assert profile.at("boot.xen") == "profiles/demo.yaml:5"
         assert profile.at("boot.modules") == "profiles/demo.yaml:7"
-        assert profile.at("menu.entries[2].xen_args") == "profiles/demo.yaml:29"
+        assert profile.at("menu.entries[2].xen_args") == "profiles/demo.yaml:32"
 
     def test_defaults_of_a_minimal_profile(self, tmp_path: Path) -> None:
         profile = load_profile(write(tmp_path, GOOD, "mini.yaml"))

@@ -35,6 +35,7 @@ from .errors import BuildError
 
 READY = "xendemo: init reached"  # printed by the booted system's /etc/inittab sysinit line
 STAGE_PREFIX = "linuxrc: "  # the generated /linuxrc prints one such line per stage
+FAILED_PREFIX = "linuxrc: FAILED"  # ... and this one when it gives up and starts a shell
 
 MENU_LST = "/boot/grub/menu.lst"
 MENU_PROMPT = "Use the ^ and v keys"  # GRUB 0.97 menu header
@@ -226,14 +227,16 @@ def boot_iso(iso: Path, *, entry: int = 0, disk: bool = False, timeout: float = 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     last_stage: str | None = None
     reached = False
+    failed = False  # /linuxrc said where it stopped; nothing more will come
 
     with open(log_path, "w", encoding="utf-8", buffering=1) as log, \
             tempfile.TemporaryFile() as qemu_err:
 
         def emit(line: str) -> None:
-            nonlocal last_stage, reached
-            if line.lstrip().startswith(STAGE_PREFIX):
+            nonlocal last_stage, reached, failed
+            if line.lstrip().startswith(STAGE_PREFIX) and not failed:
                 last_stage = line.lstrip()
+                failed = last_stage.startswith(FAILED_PREFIX)
             if expect in line:
                 reached = True
             tail.append(line)
@@ -254,7 +257,7 @@ def boot_iso(iso: Path, *, entry: int = 0, disk: bool = False, timeout: float = 
             sel = selectors.DefaultSelector()
             sel.register(proc.stdout, selectors.EVENT_READ)
             with sel:
-                while not reached:
+                while not reached and not failed:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
@@ -294,6 +297,9 @@ def boot_iso(iso: Path, *, entry: int = 0, disk: bool = False, timeout: float = 
                 raise BuildError(f"{argv[0]} failed (exit code {proc.returncode}): {errors[-1]}")
             for e in errors:
                 emit(f"qemu: {e}")
+            if not got_output:
+                emit(f"xendemo: no output on the serial console in {seconds:.0f} s "
+                     "(the boot loader did not start)")
     return BootResult(reached=reached, seconds=seconds, last_stage=last_stage,
                       log_path=log_path, tail=list(tail))
 

@@ -18,7 +18,7 @@ from .errors import BuildError
 
 MAX_PROFILE_BYTES = 1 << 20
 LABEL_RE = re.compile(r"[A-Z0-9_]{1,32}")
-SIZE_RE = re.compile(r"\d+[KMG]?")
+SIZE_RE = re.compile(r"\d+[KMG]?(,(min|max):\d+[KMG]?)*")
 MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
 FIX_LABEL = "use 1-32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"
 
@@ -196,7 +196,7 @@ def _menu(r: _Reader, node: yaml.Node, key: str) -> Menu:
         "default": lambda n, k: r.integer(n, k, 0, 99),
         "timeout": lambda n, k: r.integer(n, k, 0, 3600),
         "serial": lambda n, k: _serial(r, n, k),
-        "dom0_mem": lambda n, k: r.string(n, k, SIZE_RE, "give a size such as 512M"),
+        "dom0_mem": lambda n, k: r.string(n, k, SIZE_RE, "give a size such as 512M or 512M,max:512M"),
         "xen_args": _args(r),
         "linux_args": _args(r),
     }, required=("entries",))
