@@ -81,7 +81,7 @@ class TestDemoProfile:
                           linux_args="ip=:::::eth0:off"),
                     Entry(title="Xen 4.17 / Linux 6.1 in safe mode", xen=True,
                           xen_args="nosmp dom0_max_vcpus=1 iommu=off watchdog",
-                          linux_args="acpi=noirq pci=nomsi nomodeset"),
+                          linux_args="pci=nomsi nomodeset"),
                     Entry(title="Linux 6.1", xen=False),
                 ),
                 default=0, timeout=10, serial=Serial(unit=0, speed=115200), dom0_mem="512M,max:512M",

@@ -40,7 +40,7 @@ title Xen 4.17 / Linux 6.1 using cmdline IP configuration
 
 title Xen 4.17 / Linux 6.1 in safe mode
 \tkernel /boot/xen.gz console=com1 com1=115200,8n1 dom0_mem=512M,max:512M noreboot nosmp dom0_max_vcpus=1 iommu=off watchdog
-\tmodule /boot/vmlinuz console=hvc0 rdinit=/linuxrc acpi=noirq pci=nomsi nomodeset 3
+\tmodule /boot/vmlinuz console=hvc0 rdinit=/linuxrc pci=nomsi nomodeset 3
 \tmodule /boot/initrd.gz
 
 title Linux 6.1
@@ -66,7 +66,7 @@ title Xen 4.17 / Linux 6.1 using cmdline IP configuration
 
 title Xen 4.17 / Linux 6.1 in safe mode
 \tkernel /boot/xen.gz console=vga dom0_mem=1G noreboot nosmp dom0_max_vcpus=1 iommu=off watchdog
-\tmodule /boot/vmlinuz console=tty0 rdinit=/linuxrc quiet acpi=noirq pci=nomsi nomodeset 3
+\tmodule /boot/vmlinuz console=tty0 rdinit=/linuxrc quiet pci=nomsi nomodeset 3
 \tmodule /boot/initrd.gz
 
 title Linux 6.1
@@ -94,7 +94,8 @@ class TestMenuLst:
         text = (PROJECT / "profiles" / "demo.yaml").read_text()
         for old, new in [("  serial: {unit: 0, speed: 115200}\n", "  serial: null\n"),
                          ("  default: 0\n", "  default: 3\n  linux_args: quiet\n"),
-                         ("  timeout: 10\n", "  timeout: 0\n"), ("  dom0_mem: 512M,max:512M\n", "  dom0_mem: 1G\n")]:
+                         ("  timeout: 10\n", "  timeout: 0\n"),
+                         ("  dom0_mem: 512M,max:512M\n", "  dom0_mem: 1G\n")]:
             assert text.count(old) == 1, old
             text = text.replace(old, new)
         (tmp_path / "quiet.yaml").write_text(text)
@@ -114,7 +115,7 @@ class TestMenuLst:
             "title Xen 4.17 / Linux 6.1 in safe mode",
             "\tkernel /boot/xen.gz console=com2 com2=9600,8n1 dom0_mem=512M,max:512M noreboot nosmp "
             "dom0_max_vcpus=1 iommu=off watchdog",
-            "\tmodule /boot/vmlinuz console=hvc0 rdinit=/linuxrc acpi=noirq pci=nomsi nomodeset 3",
+            "\tmodule /boot/vmlinuz console=hvc0 rdinit=/linuxrc pci=nomsi nomodeset 3",
             "\tmodule /boot/initrd.gz",
             "",
             "title Linux 6.1",

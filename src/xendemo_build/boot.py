@@ -46,6 +46,7 @@ TAIL_LINES = 20
 MAX_MENU_BYTES = 1 << 20
 MAX_LINE = 4096
 KEY_GAP = 0.05  # seconds between keys
+LINE_GRACE = 2.0  # seconds to wait for the end of a line that holds `expect`
 MENU_SETTLE = 0.2  # seconds between seeing the menu header and the first key
 OS_LINE_RE = re.compile(r"^\(XEN\) |^\[\s*\d+\.\d+\] ")
 
@@ -269,7 +270,8 @@ def boot_iso(iso: Path, *, entry: int = 0, disk: bool = False, timeout: float = 
                     got_output = True
                     text = console.feed(data)
                     if not reached and expect in console.partial:
-                        console.flush()
+                        # Give the rest of the line a moment; a prompt may never end it.
+                        deadline = min(deadline, time.monotonic() + LINE_GRACE)
                     if reached or state == "os":
                         continue
                     window = (window + text)[-8192:]
