@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,15 +23,14 @@ from .log import log_file, step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
-from .split import RESERVED_ON_CD, split_tree
-from .tree import DIR, FILE, Node, scan, sort_nodes
+from .split import split_tree
+from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes
 
 log = logging.getLogger("xendemo")
 
 CD_DIR = "XenDemoCD"
 BOOT_CATALOG = "boot/boot.cat"
 INPUT_DIRS = ("rootpatch", "irtree", "grub", "profiles")
-INPUT_FILES = ("root.mtree", "irtree.mtree", "Builder")
 
 
 def find_profile(build_dir: Path, choice: str | None) -> Path:
@@ -70,7 +70,7 @@ def new_context(build_dir: Path, version: str, *, profile: str | None = None,
 def make(ctx: BuildContext) -> Path:
     ctx.output.parent.mkdir(parents=True, exist_ok=True)
     with log_file(ctx.log_path):
-        log.debug("xendemo %s, run by %s@%s at %s", __version__, getpass.getuser(), socket.gethostname(),
+        log.debug("xendemo %s, run by %s@%s at %s", __version__, _user(), socket.gethostname(),
                   datetime.now(UTC).isoformat(timespec="seconds"))
         log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
@@ -86,6 +86,13 @@ def make(ctx: BuildContext) -> Path:
         make_iso(ctx)
         log.info("Wrote %s (%d MiB)", ctx.output, ctx.output.stat().st_size >> 20)
     return ctx.output
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry, as in some containers
+        return f"uid {os.getuid()}"
 
 
 def check_inputs(ctx: BuildContext) -> None:
@@ -212,14 +219,9 @@ def cd_record_nodes(ctx: BuildContext) -> list[Node]:
     for name in ("root.mtree", "irtree.mtree", "Builder"):
         if (ctx.build_dir / name).is_file():
             nodes.append(_file(f"{CD_DIR}/{name}", ctx.build_dir / name, e))
-    clash = {n.path.split("/")[0] for n in ctx.cd_nodes} & set(RESERVED_ON_CD)
-    if clash:
-        raise BuildError(f"root/usr/{clash.pop()} exists but the build makes that directory on the CD; "
-                         f"move it elsewhere in root/")
     return nodes
 
 
 def _under(prefix: str, node: Node) -> Node:
-    from dataclasses import replace
     return replace(node, path=f"{prefix}/{node.path}",
-                   target=f"{prefix}/{node.target}" if node.kind == "hardlink" else node.target)
+                   target=f"{prefix}/{node.target}" if node.kind == HARDLINK else node.target)
