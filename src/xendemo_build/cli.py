@@ -100,3 +100,21 @@ def demo(build_dir: Path, version: str, do_boot: bool, entry: int) -> None:
     from .demo import run_demo
 
     run_demo(build_dir, version, boot_entry=entry if do_boot else None)
+
+
+@main.command()
+@click.argument("iso", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@BUILD_DIR
+@click.option("--force", is_flag=True, help="Replace BUILD_DIR if it is not empty.")
+def unpack(iso: Path, build_dir: Path, force: bool) -> None:
+    """Turn ISO back into a build dir (root/, rootpatch/, irtree/, grub/, profiles/)."""
+    from .unpack import unpack as unpack_cd
+
+    found = unpack_cd(iso, build_dir, force=force)
+    click.echo(f"{iso}: {found.label} version {found.version}, {found.files} files, "
+               f"{found.bytes / 2**20:.1f} MiB")
+    for number, title in enumerate(found.entries):
+        click.echo(f"  menu entry {number}: {title}")
+    if found.relocated:
+        click.echo(f"  relocated into /usr/root: {', '.join('/' + p for p in found.relocated)}")
+    click.echo(f"unpacked into {build_dir}; rebuild with: xendemo make {found.version} -C {build_dir}")

@@ -1,0 +1,421 @@
+"""unpack(iso, build_dir): a CD of the Xen Demo CD layout back into a build dir.
+
+The CD is untrusted input: it is read with our own bounded reader
+(formats/isoread.py) and root.tar.gz with our own extractor (formats/tar.py).
+Everything is written into a scratch directory beside the build dir, which
+replaces the build dir only when complete, so a failure leaves nothing behind.
+
+For a CD made by xendemo, the build inputs it carries (XenDemoCD/) come back as
+they were, so `make` with the CD's version rebuilds the same bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import foreign, kmod
+from .builddir import defaults_dir
+from .errors import BuildError
+from .formats.cpio import Entry as CpioEntry
+from .formats.cpio import read_newc
+from .formats.isoread import IsoEntry, IsoReader
+from .formats.mtree import write_mtree
+from .formats.tar import extract_tar
+from .log import step
+from .make import CD_DIR
+from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
+from .profile import load_profile
+from .split import USR_ROOT
+from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node, sort_nodes
+
+log = logging.getLogger("xendemo")
+
+MAX_INITRD_BYTES = 512 << 20
+MAX_SMALL_FILE = 16 << 20          # menu.lst, version, profiles ... read into memory
+PROGRESS_EVERY = 5.0               # seconds between progress lines
+INPUT_FILES = ("root.mtree", "irtree.mtree", "Builder", "epoch")
+INPUT_DIRS = ("rootpatch", "irtree", "grub", "profiles")
+ROOT_TARBALL = f"{CD_DIR}/root.tar.gz"
+
+
+@dataclass
+class Found:
+    """What unpack found on the CD, for the report and the next steps."""
+
+    iso: Path
+    label: str = ""
+    version: str = ""
+    entries: list[str] = field(default_factory=list)
+    files: int = 0
+    bytes: int = 0
+    carries_inputs: bool = False
+    relocated: list[str] = field(default_factory=list)
+
+
+def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
+    build_dir = build_dir.absolute()
+    if build_dir.exists() and any(build_dir.iterdir()):
+        if not force:
+            raise BuildError(f"{build_dir}: exists and is not empty; unpack into a new directory or "
+                             f"pass --force to replace it")
+        if Path.cwd().resolve().is_relative_to(build_dir.resolve()):
+            raise BuildError(f"{build_dir}: is (or holds) the current directory; --force will not "
+                             f"replace it: unpack elsewhere or cd out of it")
+        if not (build_dir / "root").is_dir():
+            raise BuildError(f"{build_dir}: not a build dir (no root/); --force only replaces build dirs")
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.unpack-", dir=build_dir.parent))
+    try:
+        found = _unpack_into(iso, scratch)
+        _replace_dir(scratch, build_dir)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return found
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(new, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(new, target)
+    os.chmod(target, 0o755)
+
+
+def _unpack_into(iso: Path, out: Path) -> Found:
+    found = Found(iso=iso)
+    with IsoReader(iso) as cd:
+        found.label = cd.info.volume_id
+        with step(f"Reading {iso.name}"):
+            entries = list(cd.walk())
+            by_path = {e.node.path: e for e in entries}
+            found.files = sum(1 for e in entries if e.node.kind == FILE)
+            found.bytes = sum(e.node.size for e in entries if e.node.kind == FILE)
+            log.info("    %s: %d files, %.1f MiB", found.label, found.files, found.bytes / 2**20)
+        if ROOT_TARBALL not in by_path:
+            raise BuildError(f"{iso}: no /{ROOT_TARBALL}; not a CD of the Xen Demo CD layout")
+        found.carries_inputs = f"{CD_DIR}/profiles" in by_path
+        found.version = _small(cd, by_path, f"{CD_DIR}/version").decode(errors="replace").strip() \
+            if f"{CD_DIR}/version" in by_path else found.label
+        menu = _small(cd, by_path, MENU_LST.lstrip("/")).decode(errors="replace") \
+            if MENU_LST.lstrip("/") in by_path else ""
+        found.entries = [line.split(None, 1)[1].strip() for line in menu.splitlines()
+                         if line.strip().startswith("title ") or line.strip().startswith("title\t")]
+        root = out / "root"
+        with step("Unpacking XenDemoCD/root.tar.gz into root/"):
+            tar_nodes = _extract_root_tarball(cd, by_path[ROOT_TARBALL], out, root)
+        with step("Copying the CD's /usr tree into root/usr"):
+            usr_nodes, found.relocated = _copy_usr_tree(cd, entries, tar_nodes, root)
+        if found.carries_inputs:
+            with step("Restoring the build inputs from XenDemoCD/"):
+                _restore_inputs(cd, entries, out)
+            cd_parts = {k: v.lstrip("/") for k, v in
+                        (("xen", XEN), ("kernel", KERNEL), ("stage2_eltorito", STAGE2), ("initrd", INITRD))}
+            initrd = _initrd_members(cd, by_path, cd_parts["initrd"])
+        else:
+            with step("Deriving the build inputs from boot/grub/menu.lst and the initrd"):
+                cd_parts, initrd = _derive_inputs(cd, by_path, entries, out, menu, found)
+        with step("Taking the boot parts from the CD and its initrd"):
+            _restore_parts(cd, by_path, out, cd_parts, initrd)
+    if not (out / "root.mtree").exists():
+        write_mtree(sort_nodes(tar_nodes + usr_nodes), out / "root.mtree")
+    (out / "work").mkdir(exist_ok=True)
+    return found
+
+
+def _small(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> bytes:
+    return cd.read_file(path, MAX_SMALL_FILE)
+
+
+def _extract_root_tarball(cd: IsoReader, entry: IsoEntry, out: Path, root: Path) -> list[Node]:
+    archive = out / "work" / "root.tar.gz"
+    archive.parent.mkdir(parents=True)
+    _copy_data(cd, entry, archive)
+    root.mkdir()
+    nodes = extract_tar(archive, root, shown=f"{cd.path}: /{ROOT_TARBALL}")
+    archive.unlink()
+    return nodes
+
+
+def _copy_data(cd: IsoReader, entry: IsoEntry, dest: Path) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        for chunk in cd.read(entry):
+            f.write(chunk)
+
+
+class _Progress:
+    def __init__(self, total_bytes: int) -> None:
+        self.total = total_bytes
+        self.done = 0
+        self.files = 0
+        self.start = self.last = time.monotonic()
+
+    def add(self, size: int) -> None:
+        self.done += size
+        self.files += 1
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-6)
+            eta = (self.total - self.done) / rate if rate else 0
+            log.info("    %d files, %.0f of %.0f MiB, ETA %.0fs", self.files, self.done / 2**20,
+                     self.total / 2**20, eta)
+
+
+def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node],
+                   root: Path) -> tuple[list[Node], list[str]]:
+    """Write the CD's tree (minus boot/ and XenDemoCD/) under root/usr, relocated paths back in place."""
+    relocated = _relocations(tar_nodes)
+    usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)]
+    progress = _Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
+    placed: list[Node] = []
+    cd_to_root: dict[str, str] = {}
+    for entry in usr:
+        node = entry.node
+        top = node.path.split("/")[0]
+        if top == USR_ROOT:
+            if node.path == USR_ROOT:
+                continue
+            rel = node.path[len(USR_ROOT) + 1:]
+            owner = next((p for p in relocated if rel == p or rel.startswith(p + "/")), None)
+            if owner is None:
+                raise BuildError(f"{cd.path}: /{node.path}: under /usr/{USR_ROOT} but root.tar.gz has no "
+                                 f"link /{rel.split('/')[0]} -> usr/{USR_ROOT}/...; cannot tell where it "
+                                 f"belongs")
+            target = rel
+            if rel == owner:
+                _unlink_link(root, rel)
+        else:
+            target = f"usr/{node.path}"
+        cd_to_root[node.path] = target
+        if node.kind == HARDLINK:
+            node = replace(node, target=cd_to_root[node.target])
+        _write_entry(cd, entry, root, target, node)
+        placed.append(replace(node, path=target))
+        progress.add(node.size if node.kind == FILE else 0)
+    # Adding the CD's tree changed the mtimes of root.tar.gz's directories too.
+    _finish_dirs(root, [n for n in tar_nodes if n.kind == DIR] + [n for n in placed if n.kind == DIR])
+    return placed, sorted(relocated)
+
+
+def _finish_dirs(top: Path, dirs: list[Node]) -> None:
+    """Modes and mtimes of directories, deepest first, once nothing more is written into them."""
+    for node in sorted(dirs, key=lambda n: n.path.count("/"), reverse=True):
+        os.chmod(top / node.path, node.mode)
+        os.utime(top / node.path, (node.mtime, node.mtime), follow_symlinks=False)
+
+
+def _relocations(tar_nodes: Iterable[Node]) -> list[str]:
+    """Paths the tarball links into /usr/root (relative links as xendemo makes them, or absolute)."""
+    out = []
+    for node in tar_nodes:
+        if node.kind != SYMLINK:
+            continue
+        up = "../" * node.path.count("/")
+        if node.target in (f"{up}usr/{USR_ROOT}/{node.path}", f"/usr/{USR_ROOT}/{node.path}"):
+            out.append(node.path)
+    return out
+
+
+def _unlink_link(root: Path, rel: str) -> None:
+    path = root / rel
+    if not path.is_symlink():
+        raise BuildError(f"{root}/{rel}: expected the link root.tar.gz made")
+    path.unlink()
+
+
+def _write_entry(cd: IsoReader, entry: IsoEntry, root: Path, rel: str, node: Node) -> None:
+    parent_fd = _open_parent(root, rel)
+    name = rel.rsplit("/", 1)[-1]
+    try:
+        if node.kind == DIR:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)  # its mode and mtime: _finish_dirs
+        elif node.kind == FILE:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent_fd)
+            with os.fdopen(fd, "wb") as f:
+                for chunk in cd.read(entry):
+                    f.write(chunk)
+                os.fchmod(f.fileno(), node.mode)
+            os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd)
+        elif node.kind == SYMLINK:
+            os.symlink(node.target, name, dir_fd=parent_fd)
+            os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd, follow_symlinks=False)
+        elif node.kind == HARDLINK:
+            os.link(root / node.target, name, dst_dir_fd=parent_fd, follow_symlinks=False)
+        elif node.kind in (CHAR, BLOCK, FIFO):
+            pass  # recorded in root.mtree; an unprivileged user cannot create them
+        else:
+            raise BuildError(f"{cd.path}: /{entry.node.path}: unsupported {node.kind}")
+    except FileExistsError:
+        raise BuildError(f"{cd.path}: /{entry.node.path}: root/{rel} already exists (from root.tar.gz "
+                         f"or the CD twice)") from None
+    finally:
+        os.close(parent_fd)
+
+
+def _open_parent(root: Path, rel: str) -> int:
+    """A directory fd for rel's parent, opened component by component without following links."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in rel.split("/")[:-1]:
+            try:
+                new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                raise BuildError(f"root/{rel}: root/{part} is not a directory (a link?); "
+                                 f"unpack never writes through a link") from None
+            os.close(fd)
+            fd = new
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _restore_inputs(cd: IsoReader, entries: list[IsoEntry], out: Path) -> None:
+    """XenDemoCD/{rootpatch,irtree,grub,profiles,root.mtree,...} back into the build dir."""
+    dirs: list[Node] = []
+    for entry in entries:
+        parts = entry.node.path.split("/")
+        if parts[0] != CD_DIR or len(parts) < 2:
+            continue
+        if parts[1] not in INPUT_DIRS and not (len(parts) == 2 and parts[1] in INPUT_FILES):
+            continue
+        rel = "/".join(parts[1:])
+        node = entry.node
+        if node.kind == HARDLINK:
+            node = replace(node, target="/".join(node.target.split("/")[1:]))
+        _write_entry(cd, entry, out, rel, node)
+        if node.kind == DIR:
+            dirs.append(replace(node, path=rel))
+    _finish_dirs(out, dirs)
+
+
+def _derive_inputs(cd: IsoReader, by_path: dict[str, IsoEntry], entries: list[IsoEntry], out: Path,
+                   menu_text: str, found: Found) -> tuple[dict[str, str], dict[str, CpioEntry]]:
+    """Profile, irtree/, grub/, rootpatch/ for a CD without XenDemoCD/ inputs; returns the CD
+    paths of the boot parts and the initrd's members."""
+    shown = f"{cd.path}: {MENU_LST}"
+    if not menu_text:
+        raise BuildError(f"{cd.path}: no {MENU_LST} and no {CD_DIR}/profiles; cannot tell how it boots")
+    menu = foreign.parse_menu_lst(menu_text, shown)
+    profile, cd_parts = foreign.derive_profile(menu, label=found.label, shown=shown,
+                                               relocate=found.relocated)
+    cd_parts = {k: v.lstrip("/") for k, v in cd_parts.items()}
+    cd_parts["stage2_eltorito"] = _boot_image_path(cd, entries)
+    members = _initrd_members(cd, by_path, cd_parts["initrd"])
+    profile["initrd"]["modules"] = sorted(
+        {kmod.module_name(name.rsplit("/", 1)[-1]) or "" for name in members
+         if name.startswith("lib/modules/") and name.endswith(".ko")} - {""})
+    (out / "profiles").mkdir()
+    foreign.write_profile(profile, out / "profiles" / "cd.yaml", cd.path.name)
+    defaults = defaults_dir()
+    shutil.copytree(defaults / "grub", out / "grub")
+    (out / "rootpatch").mkdir()
+    left_out, special = foreign.write_irtree(members, out / "irtree")
+    if special:
+        write_mtree(special, out / "irtree.mtree")
+    if "linuxrc" in members:
+        (out / "linuxrc.orig").write_bytes(members["linuxrc"].data)
+    log.info("    profile profiles/cd.yaml from the menu; irtree/ from the initrd (left out, made by "
+             "make: %d members); the CD's own /linuxrc is kept as linuxrc.orig", len(left_out))
+    return cd_parts, members
+
+
+def _boot_image_path(cd: IsoReader, entries: list[IsoEntry]) -> str:
+    """The El Torito boot image (GRUB's stage2_eltorito) found through the boot catalog."""
+    lba = cd.info.boot_catalog_lba
+    catalog = next((e for e in entries if e.node.kind == FILE and e.extent == lba), None)
+    image_lba = foreign.boot_image_lba(cd.read_file(catalog.node.path, 2048)) if catalog else None
+    image = next((e for e in entries if e.node.kind == FILE and e.extent == image_lba), None)
+    if image is None:
+        raise BuildError(f"{cd.path}: no El Torito boot image found through the boot catalog; "
+                         f"not a bootable CD")
+    return image.node.path
+
+
+def _restore_parts(cd: IsoReader, by_path: dict[str, IsoEntry], out: Path, cd_parts: dict[str, str],
+                   initrd: dict[str, CpioEntry]) -> None:
+    """Put Xen, the kernel, stage2, busybox and the modules where the profile looks for them."""
+    profiles = sorted((out / "profiles").glob("*.yaml"))
+    if len(profiles) != 1:
+        raise BuildError(f"{cd.path}: /{CD_DIR}/profiles holds {len(profiles)} profiles; expected one")
+    profile = load_profile(profiles[0])
+    for key in ("xen", "kernel", "stage2_eltorito"):
+        entry = by_path.get(cd_parts[key])
+        if entry is None or entry.node.kind != FILE:
+            raise BuildError(f"{cd.path}: no file /{cd_parts[key]} on the CD (the {key} menu.lst names)")
+        _copy_data(cd, entry, _part_path(out, profile.boot, key))
+    busybox = initrd.get("bin/busybox")
+    if busybox is None:
+        raise BuildError(f"{cd.path}: {INITRD}: no bin/busybox in the initrd")
+    dest = _part_path(out, profile.boot, "busybox")
+    dest.write_bytes(busybox.data)
+    dest.chmod(0o755)
+    _restore_modules(cd, initrd, _part_path(out, profile.boot, "modules", make_parent_only=True))
+
+
+def _part_path(out: Path, boot: object, key: str, make_parent_only: bool = False) -> Path:
+    rel = getattr(boot, key)
+    path = Path(os.path.normpath(out / rel))
+    if os.path.isabs(rel) or not path.is_relative_to(out):
+        raise BuildError(f"profile: boot.{key}: {rel} is outside the build dir; unpack can only "
+                         f"restore boot parts named by paths inside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _initrd_members(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> dict[str, CpioEntry]:
+    entry = by_path.get(path)
+    if entry is None or entry.node.kind != FILE:
+        raise BuildError(f"{cd.path}: no /{path} on the CD (the initrd menu.lst names)")
+    data = cd.read_file(entry.node.path, MAX_INITRD_BYTES)
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                data = gz.read(MAX_INITRD_BYTES + 1)
+        except (OSError, EOFError) as e:
+            raise BuildError(f"{cd.path}: /{path}: corrupt gzip ({e})") from None
+    if not data.startswith(b"07070"):
+        what = "an ext2 file system image" if data[1080:1082] == b"\x53\xef" else "not a cpio archive"
+        raise BuildError(f"{cd.path}: /{path}: {what}; only (gzip'ed) newc cpio initramfs initrds can be "
+                         f"unpacked into irtree/ (filesystem-image initrds are not supported)")
+    if len(data) > MAX_INITRD_BYTES:
+        raise BuildError(f"{cd.path}: /{path}: unpacks to more than {MAX_INITRD_BYTES >> 20} MiB")
+    members = read_newc(data)
+    return {m.name: m for m in members}
+
+
+def _restore_modules(cd: IsoReader, initrd: dict[str, CpioEntry], link: Path) -> None:
+    """The initrd's lib/modules/RELEASE/... as parts/lib/modules/RELEASE, `link` pointing at it."""
+    modules = {name: m for name, m in initrd.items()
+               if name.startswith("lib/modules/") and stat.S_ISREG(m.mode) and name.endswith(".ko")}
+    releases = {name.split("/")[2] for name in modules}
+    if len(releases) != 1:
+        raise BuildError(f"{cd.path}: {INITRD}: expected the modules of one kernel release, "
+                         f"found {len(releases)}")
+    release = releases.pop()
+    base = link.parent / "lib" / "modules" / release
+    for name, member in sorted(modules.items()):
+        rel = name[len(f"lib/modules/{release}/"):]
+        if any(p in ("", ".", "..") for p in rel.split("/")):
+            raise BuildError(f"{cd.path}: {INITRD}: unsafe member name {name!r}")
+        dest = base / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(member.data)
+    if link.is_symlink() or link.exists():
+        raise BuildError(f"{link}: already exists")
+    link.symlink_to(os.path.relpath(base, link.parent))
