@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from xendemo_build.errors import BuildError
-from xendemo_build.formats.tar import Limits, extract_tar, write_tar_gz
+from xendemo_build.formats.tar import write_tar_gz
+from xendemo_build.formats.untar import Limits, extract_tar
 from xendemo_build.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 
 T = 1700000000

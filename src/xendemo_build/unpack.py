@@ -30,7 +30,7 @@ from .formats.cpio import Entry as CpioEntry
 from .formats.cpio import read_newc
 from .formats.isoread import IsoEntry, IsoReader
 from .formats.mtree import write_mtree
-from .formats.tar import extract_tar
+from .formats.untar import extract_tar
 from .log import step
 from .make import CD_DIR
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
