@@ -232,10 +232,15 @@ def _relocations(tar_nodes: Iterable[Node]) -> list[str]:
 
 
 def _unlink_link(root: Path, rel: str) -> None:
-    path = root / rel
-    if not path.is_symlink():
-        raise BuildError(f"{root}/{rel}: expected the link root.tar.gz made")
-    path.unlink()
+    """Remove the tarball's link to /usr/root/REL, without following anything on the way."""
+    parent_fd = _open_parent(root, rel)
+    name = rel.rsplit("/", 1)[-1]
+    try:
+        if not stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode):
+            raise BuildError(f"root/{rel}: expected the link root.tar.gz made")
+        os.unlink(name, dir_fd=parent_fd)
+    finally:
+        os.close(parent_fd)
 
 
 def _write_entry(cd: IsoReader, entry: IsoEntry, root: Path, rel: str, node: Node) -> None:
