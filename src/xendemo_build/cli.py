@@ -46,10 +46,9 @@ def main(ctx: click.Context, debug: bool) -> None:
               help="Where to write the ISO [default: BUILD_DIR/xendemo-VERSION.iso].")
 def make(version: str, build_dir: Path, profile: str | None, output: Path | None) -> None:
     """Build the CD VERSION from the build dir."""
-    from .make import make as make_cd
-    from .make import new_context
+    from .make import build
 
-    iso = make_cd(new_context(build_dir, version, profile=profile, output=output))
+    iso = build(build_dir, version, profile=profile, output=output)
     click.echo(str(iso))
 
 

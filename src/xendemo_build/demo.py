@@ -61,7 +61,7 @@ def make_demo_root(root: Path, busybox: Path) -> Path:
 
 
 def run_demo(build_dir: Path, version: str, *, boot_entry: int | None) -> Path:
-    from .make import make, new_context
+    from .make import build
 
     with step("Fetching the Debian parts"):
         tree = fetch_parts()
@@ -74,7 +74,7 @@ def run_demo(build_dir: Path, version: str, *, boot_entry: int | None) -> Path:
         if not any(root.iterdir()):
             make_demo_root(root, build_dir / "parts/busybox")
             (build_dir / "Builder").write_text("xendemo demo\n")
-    iso = make(new_context(build_dir, version, profile="demo"))
+    iso = build(build_dir, version, profile="demo")
     if boot_entry is not None:
         from .boot import boot_iso
 

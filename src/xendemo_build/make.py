@@ -19,6 +19,7 @@ from .formats.mtree import apply_mtree, read_mtree
 from .formats.tar import write_tar_gz
 from .initrd import INIT_SCRIPT, initrd_nodes, render_linuxrc
 from .iso import master_iso
+from .lock import build_lock
 from .log import log_file, step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
@@ -65,6 +66,16 @@ def new_context(build_dir: Path, version: str, *, profile: str | None = None,
     output = (output or build_dir / f"xendemo-{version}.iso").resolve()
     return BuildContext(build_dir=build_dir, profile=loaded, version=version, output=output,
                         epoch=epoch, builder=builder or "unknown")
+
+
+def build(build_dir: Path, version: str, *, profile: str | None = None,
+          output: Path | None = None) -> Path:
+    """`xendemo make`: hold the build dir's lock, read the inputs, make the CD."""
+    if not (build_dir / "root").is_dir():
+        raise BuildError(f"{build_dir.resolve()}: no root/ directory; this is not a build dir "
+                         f"(make one with `xendemo init -C DIR` or `xendemo unpack`)")
+    with build_lock(build_dir):
+        return make(new_context(build_dir, version, profile=profile, output=output))
 
 
 def make(ctx: BuildContext) -> Path:

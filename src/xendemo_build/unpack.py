@@ -11,6 +11,7 @@ they were, so `make` with the CD's version rebuilds the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import logging
@@ -31,6 +32,7 @@ from .formats.cpio import read_newc
 from .formats.isoread import IsoEntry, IsoReader
 from .formats.mtree import write_mtree
 from .formats.untar import extract_tar
+from .lock import build_lock
 from .log import step
 from .make import CD_DIR
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
@@ -74,13 +76,14 @@ def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
         if not (build_dir / "root").is_dir():
             raise BuildError(f"{build_dir}: not a build dir (no root/); --force only replaces build dirs")
     build_dir.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.unpack-", dir=build_dir.parent))
-    try:
-        found = _unpack_into(iso, scratch)
-        _replace_dir(scratch, build_dir)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    with build_lock(build_dir) if build_dir.is_dir() else contextlib.nullcontext():
+        scratch = Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.unpack-", dir=build_dir.parent))
+        try:
+            found = _unpack_into(iso, scratch)
+            _replace_dir(scratch, build_dir)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
     return found
 
 
