@@ -26,17 +26,21 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pycdlib
 import pytest
 
+from test_unpack import _extract_tree, _strip_inputs, _xorriso_master
 from xendemo_build import kmod
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.profile import load_profile
 
 pytestmark = pytest.mark.parts
 
+PROJECT = Path(__file__).parents[1]
 PYTHON = Path("/usr/bin/python3")
 USER, GROUP = "nobody", "nogroup"
 DROP = ["setpriv", f"--reuid={USER}", f"--regid={GROUP}", "--clear-groups"]
@@ -202,9 +206,20 @@ def _differences(a: list[tuple], b: list[tuple]) -> str:
     return f"as root only: {only_a[:20]}\nas {USER} only: {only_b[:20]}"
 
 
+@dataclass(frozen=True)
+class Rootless:
+    """A world-readable directory under /tmp with the runtime in lib/, and how to run it."""
+
+    top: Path
+    env: dict[str, str]
+    user: pwd.struct_passwd
+
+    def cli(self, *args: str) -> list[str]:
+        return [str(PYTHON), "-c", CLI, *args]
+
+
 @pytest.fixture(scope="module")
-def rootless_cds(demo_dir: Path) -> tuple[Cd, Cd]:
-    """The demo CD built from identical build dirs, once as root and once as nobody."""
+def rootless() -> Iterator[Rootless]:
     if not PYTHON.is_file():
         pytest.fail(f"{PYTHON} is missing: the unprivileged build needs Debian's python3 "
                     f"(apt-get install python3), as {USER} cannot run a Python under /root")
@@ -212,31 +227,40 @@ def rootless_cds(demo_dir: Path) -> tuple[Cd, Cd]:
         pytest.fail("setpriv is missing: apt-get install util-linux")
     if os.geteuid() != 0:
         pytest.fail(f"this test runs as root so it can build a second time as {USER}")
-    user = pwd.getpwnam(USER)
     top = Path(tempfile.mkdtemp(dir="/tmp", prefix="xendemo-rootless-"))
     try:
         top.chmod(0o755)
         lib = top / "lib"
         _runtime(lib)
+        for name in ("grub", "irtree"):  # the project's defaults, where the runtime looks for them
+            shutil.copytree(PROJECT / name, top / name)
+            _readable(top / name)
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(lib),
                "PYTHONDONTWRITEBYTECODE": "1", "SOURCE_DATE_EPOCH": str(EPOCH), "LC_ALL": "C.UTF-8",
                "TZ": "UTC", "HOME": str(top)}
-        make = [str(PYTHON), "-c", CLI, "make", VERSION, "-C", "."]
-        cds = []
-        for who in ("root", USER):
-            build = top / f"as-{who}" / "demo"
-            _build_dir(demo_dir, build)
-            drop = DROP if who == USER else []
-            if who == USER:
-                _chown_tree(build.parent, user.pw_uid, user.pw_gid)
-                _run([*DROP, str(PYTHON), "-c", PROBE], build / "work", env, f"the privilege probe as {who}")
-            _run([*drop, "sh", "-c", SETUP], build, env, f"writing the setuid files as {who}")
-            _run([*drop, *make], build, env, f"xendemo make as {who}")
-            cds.append(Cd(build / f"xendemo-{VERSION}.iso"))
-        assert (top / f"as-{USER}" / "demo/root/usr/bin/demo-suid").stat().st_uid == user.pw_uid
-        yield cds[0], cds[1]
+        yield Rootless(top=top, env=env, user=pwd.getpwnam(USER))
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rootless_cds(demo_dir: Path, rootless: Rootless) -> tuple[Cd, Cd]:
+    """The demo CD built from identical build dirs, once as root and once as nobody."""
+    top, env, user = rootless.top, rootless.env, rootless.user
+    make = rootless.cli("make", VERSION, "-C", ".")
+    cds = []
+    for who in ("root", USER):
+        build = top / f"as-{who}" / "demo"
+        _build_dir(demo_dir, build)
+        drop = DROP if who == USER else []
+        if who == USER:
+            _chown_tree(build.parent, user.pw_uid, user.pw_gid)
+            _run([*DROP, str(PYTHON), "-c", PROBE], build / "work", env, f"the privilege probe as {who}")
+        _run([*drop, "sh", "-c", SETUP], build, env, f"writing the setuid files as {who}")
+        _run([*drop, *make], build, env, f"xendemo make as {who}")
+        cds.append(Cd(build / f"xendemo-{VERSION}.iso"))
+    assert (top / f"as-{USER}" / "demo/root/usr/bin/demo-suid").stat().st_uid == user.pw_uid
+    return cds[0], cds[1]
 
 
 def test_root_tar_gz_is_the_same(rootless_cds: tuple[Cd, Cd]) -> None:
@@ -278,3 +302,60 @@ def test_iso_is_byte_identical(rootless_cds: tuple[Cd, Cd]) -> None:
     assert as_root.sha256 == as_user.sha256, (
         f"{as_root.path} and {as_user.path} differ although built from the same inputs "
         f"with SOURCE_DATE_EPOCH={EPOCH}")
+
+
+def test_unpack_as_user_then_make_gives_the_same_cd(rootless: Rootless, rootless_cds: tuple[Cd, Cd]) -> None:
+    """`xendemo unpack` of the root-built CD as nobody, then `make 1.0`: the owners, modes, device
+    nodes and setuid bits nobody could not put on disk come back from the CD's root.mtree."""
+    as_root, _ = rootless_cds
+    work = rootless.top / f"unpack-as-{USER}"
+    work.mkdir()
+    _chown_tree(work, rootless.user.pw_uid, rootless.user.pw_gid)
+    _run([*DROP, *rootless.cli("unpack", str(as_root.path), "-C", "demo")], work, rootless.env,
+         f"xendemo unpack as {USER}")
+    build = work / "demo"
+    assert build.stat().st_uid == rootless.user.pw_uid
+    # nobody owns every file it wrote; setuid bits are kept on nobody's own files
+    suid = (build / "root/usr/bin/demo-suid").stat()
+    assert (suid.st_uid, stat.S_IMODE(suid.st_mode)) == (rootless.user.pw_uid, 0o4755)
+    assert (build / "root/etc/owned").stat().st_uid == rootless.user.pw_uid
+    assert not (build / "root/dev/console").exists()
+    _run([*DROP, *rootless.cli("make", VERSION, "-C", ".")], build, rootless.env, f"xendemo make as {USER}")
+    rebuilt = Cd(build / f"xendemo-{VERSION}.iso")
+    assert rebuilt.tar == as_root.tar, _differences(as_root.tar, rebuilt.tar)
+    assert rebuilt.tar_member("dev/console")[1:7] == (tarfile.CHRTYPE, 0o600, 0, 0, 5, 1)
+    assert rebuilt.tar_member("etc/owned")[1:5] == (tarfile.REGTYPE, 0o644, 1234, 1234)
+    assert rebuilt.tar_member("etc/demo-suid")[1:5] == (tarfile.REGTYPE, 0o4755, 0, 0)
+    assert rebuilt.initrd == as_root.initrd, _differences(as_root.initrd, rebuilt.initrd)
+    assert rebuilt.rr == as_root.rr
+    assert rebuilt.sha256 == as_root.sha256, (
+        f"{rebuilt.path}, unpacked and made again by {USER}, differs from {as_root.path}")
+
+
+def test_unpack_foreign_as_user_keeps_owners_and_modes(rootless: Rootless,
+                                                       rootless_cds: tuple[Cd, Cd]) -> None:
+    """The root-built CD without its build inputs (root.mtree among them), mastered by xorriso:
+    nobody unpacks it and makes it again; the owners, modes, setuid bits and device nodes of
+    root.tar.gz and of the CD's /usr come back from the CD itself, through the root.mtree unpack
+    writes."""
+    as_root, _ = rootless_cds
+    work = rootless.top / f"foreign-as-{USER}"
+    work.mkdir()
+    tree = _strip_inputs(_extract_tree(as_root.path, work / "tree"))  # by root: owners kept
+    assert (tree / "share/xendemo/owned").stat().st_uid == 1234
+    iso = _xorriso_master(tree, work / "foreign.iso", label="XENDEMO")
+    shutil.rmtree(tree)
+    foreign = Cd(iso)
+    assert foreign.tar == as_root.tar and foreign.rr == as_root.rr
+    _readable(work)
+    _chown_tree(work, rootless.user.pw_uid, rootless.user.pw_gid)
+    _run([*DROP, *rootless.cli("unpack", str(iso), "-C", "demo")], work, rootless.env,
+         f"xendemo unpack as {USER}")
+    build = work / "demo"
+    mtree = (build / "root.mtree").read_text()
+    assert "./dev/console type=char" in mtree and "./usr/share/xendemo/owned" in mtree
+    _run([*DROP, *rootless.cli("make", "2.0", "-C", ".")], build, rootless.env, f"xendemo make as {USER}")
+    rebuilt = Cd(build / "xendemo-2.0.iso")
+    assert rebuilt.tar == as_root.tar, _differences(as_root.tar, rebuilt.tar)
+    assert rebuilt.rr == as_root.rr
+    assert rebuilt.rr["/bin/demo-suid"] == (stat.S_IFREG | 0o4755, 0, 0)

@@ -8,6 +8,7 @@ templates and an empty rootpatch/ come from the project's defaults.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -186,9 +187,18 @@ def write_irtree(members: dict[str, CpioEntry], irtree: Path) -> tuple[list[str]
             left_out.append(name)
             continue
         dest = irtree / name
-        if not dest.parent.is_dir() or dest.parent.is_symlink():
-            raise BuildError(f"initrd: {name}: its parent is not a directory in the initrd")
+        for depth in range(1, len(parts)):
+            above = irtree.joinpath(*parts[:depth])
+            if above.is_symlink() or not above.is_dir():
+                raise BuildError(f"initrd: {name}: {'/'.join(parts[:depth])} is not a directory in the "
+                                 f"initrd (a link?); unpack never writes through a link")
         kind = stat.S_IFMT(member.mode)
+        if os.path.lexists(dest) and (dest.is_symlink() or kind not in (stat.S_IFDIR, stat.S_IFREG)
+                                      or dest.is_dir() != (kind == stat.S_IFDIR)):
+            what = {stat.S_IFDIR: "directory", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}.get(kind,
+                                                                                                 "device")
+            raise BuildError(f"initrd: {name}: a {what} where irtree/ already has {name} (from the "
+                             f"project's defaults); cannot replace it")
         if kind == stat.S_IFDIR:
             dest.mkdir(exist_ok=True)
             dest.chmod(stat.S_IMODE(member.mode) | 0o700)

@@ -11,6 +11,7 @@ import traceback
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 
 from .errors import BuildError
 
@@ -25,9 +26,13 @@ def shquote(value: object) -> str:
 
 
 def render(directory: Path, name: str, **values: object) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
-                             autoescape=False)
+    # Sandboxed: an unpacked CD's templates are untrusted and may not reach Python internals.
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(directory), undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    if (directory / name).is_symlink():
+        raise BuildError(f"{directory / name}: a link; templates must be files of the build dir "
+                         f"(a CD could otherwise make a build read any file)")
     env.filters["join_args"] = join_args
     env.filters["shquote"] = shquote
     try:
@@ -37,6 +42,9 @@ def render(directory: Path, name: str, **values: object) -> str:
                          f"{directory.name}/ (xendemo init does)") from None
     except jinja2.TemplateSyntaxError as e:
         raise BuildError(f"{directory / name}:{e.lineno}: template error: {e.message}") from None
+    except jinja2.exceptions.SecurityError as e:
+        raise BuildError(f"{directory / name}: template error: {str(e).rstrip('.')}; templates may only "
+                         f"use the values and filters xendemo provides") from None
     except jinja2.UndefinedError as e:
         lines = [frame.lineno for frame in traceback.extract_tb(e.__traceback__)
                  if frame.filename == str(directory / name)]

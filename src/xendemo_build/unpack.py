@@ -32,7 +32,7 @@ from .formats.cpio import read_newc
 from .formats.isoread import IsoEntry, IsoReader
 from .formats.mtree import write_mtree
 from .formats.untar import extract_tar
-from .lock import build_lock
+from .lock import LOCK_NAME, build_lock
 from .log import step
 from .make import CD_DIR
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
@@ -66,7 +66,7 @@ class Found:
 
 def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
     build_dir = build_dir.absolute()
-    if build_dir.exists() and any(build_dir.iterdir()):
+    if build_dir.exists() and any(p.name != LOCK_NAME for p in build_dir.iterdir()):
         if not force:
             raise BuildError(f"{build_dir}: exists and is not empty; unpack into a new directory or "
                              f"pass --force to replace it")
@@ -81,6 +81,10 @@ def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
         try:
             found = _unpack_into(iso, scratch)
             _replace_dir(scratch, build_dir)
+        except OSError as e:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise BuildError(f"{iso}: unpacking into {build_dir}: {e.strerror or e}"
+                             f"{f' ({e.filename})' if e.filename else ''}") from None
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
@@ -183,7 +187,9 @@ def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node]
                    root: Path) -> tuple[list[Node], list[str]]:
     """Write the CD's tree (minus boot/ and XenDemoCD/) under root/usr, relocated paths back in place."""
     relocated = _relocations(tar_nodes)
-    usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)]
+    catalog = cd.info.boot_catalog_lba  # El Torito catalog: mastering data, made again by make
+    usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)
+           and not (e.node.kind == FILE and e.extent == catalog)]
     progress = _Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
     placed: list[Node] = []
     cd_to_root: dict[str, str] = {}
@@ -257,6 +263,7 @@ def _write_entry(cd: IsoReader, entry: IsoEntry, root: Path, rel: str, node: Nod
             with os.fdopen(fd, "wb") as f:
                 for chunk in cd.read(entry):
                     f.write(chunk)
+                f.flush()  # before the chmod: a write by a normal user clears setuid/setgid bits
                 os.fchmod(f.fileno(), node.mode)
             os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd)
         elif node.kind == SYMLINK:
@@ -370,20 +377,44 @@ def _restore_parts(cd: IsoReader, by_path: dict[str, IsoEntry], out: Path, cd_pa
     busybox = initrd.get("bin/busybox")
     if busybox is None:
         raise BuildError(f"{cd.path}: {INITRD}: no bin/busybox in the initrd")
-    dest = _part_path(out, profile.boot, "busybox")
-    dest.write_bytes(busybox.data)
-    dest.chmod(0o755)
-    _restore_modules(cd, initrd, _part_path(out, profile.boot, "modules", make_parent_only=True))
+    _write_new(_part_path(out, profile.boot, "busybox"), busybox.data, 0o755)
+    _restore_modules(cd, initrd, _part_path(out, profile.boot, "modules"), out)
 
 
-def _part_path(out: Path, boot: object, key: str, make_parent_only: bool = False) -> Path:
+def _part_path(out: Path, boot: object, key: str) -> Path:
+    """Where boot.KEY goes: a new path inside the build dir, reached through real directories only
+    (the profile and the links in rootpatch/, irtree/, grub/ come from the CD)."""
     rel = getattr(boot, key)
     path = Path(os.path.normpath(out / rel))
-    if os.path.isabs(rel) or not path.is_relative_to(out):
+    if os.path.isabs(rel) or not path.is_relative_to(out) or path == out:
         raise BuildError(f"profile: boot.{key}: {rel} is outside the build dir; unpack can only "
                          f"restore boot parts named by paths inside it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(out, path.parent, f"profile: boot.{key}: {rel}")
+    if os.path.lexists(path):
+        raise BuildError(f"profile: boot.{key}: {rel}: already in the build dir (a build input the CD "
+                         f"carries, or another boot part); give each part a path of its own")
     return path
+
+
+def _make_dirs(out: Path, directory: Path, shown: str) -> None:
+    """mkdir -p `directory` inside `out`, refusing any component that is a link or not a directory."""
+    at = out
+    for part in directory.relative_to(out).parts:
+        at = at / part
+        if at.is_symlink():
+            raise BuildError(f"{shown}: {at.relative_to(out)} is a link; unpack never writes through a link")
+        if not at.exists():
+            at.mkdir()
+        elif not at.is_dir():
+            raise BuildError(f"{shown}: {at.relative_to(out)} is not a directory")
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fchmod(f.fileno(), mode)
 
 
 def _initrd_members(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> dict[str, CpioEntry]:
@@ -407,7 +438,7 @@ def _initrd_members(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> d
     return {m.name: m for m in members}
 
 
-def _restore_modules(cd: IsoReader, initrd: dict[str, CpioEntry], link: Path) -> None:
+def _restore_modules(cd: IsoReader, initrd: dict[str, CpioEntry], link: Path, out: Path) -> None:
     """The initrd's lib/modules/RELEASE/... as parts/lib/modules/RELEASE, `link` pointing at it."""
     modules = {name: m for name, m in initrd.items()
                if name.startswith("lib/modules/") and stat.S_ISREG(m.mode) and name.endswith(".ko")}
@@ -422,8 +453,10 @@ def _restore_modules(cd: IsoReader, initrd: dict[str, CpioEntry], link: Path) ->
         if any(p in ("", ".", "..") for p in rel.split("/")):
             raise BuildError(f"{cd.path}: {INITRD}: unsafe member name {name!r}")
         dest = base / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(member.data)
+        _make_dirs(out, dest.parent, f"{cd.path}: {INITRD}: {name}")
+        if os.path.lexists(dest):
+            raise BuildError(f"{cd.path}: {INITRD}: {name}: twice in the initrd")
+        _write_new(dest, member.data, 0o644)
     if link.is_symlink() or link.exists():
         raise BuildError(f"{link}: already exists")
     link.symlink_to(os.path.relpath(base, link.parent))
