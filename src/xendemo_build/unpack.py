@@ -193,32 +193,37 @@ def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node]
     progress = _Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
     placed: list[Node] = []
     cd_to_root: dict[str, str] = {}
-    for entry in usr:
-        node = entry.node
-        top = node.path.split("/")[0]
-        if top == USR_ROOT:
-            if node.path == USR_ROOT:
-                continue
-            rel = node.path[len(USR_ROOT) + 1:]
-            owner = next((p for p in relocated if rel == p or rel.startswith(p + "/")), None)
-            if owner is None:
-                raise BuildError(f"{cd.path}: /{node.path}: under /usr/{USR_ROOT} but root.tar.gz has no "
-                                 f"link /{rel.split('/')[0]} -> usr/{USR_ROOT}/...; cannot tell where it "
-                                 f"belongs")
-            target = rel
-            if rel == owner:
-                _unlink_link(root, rel)
-        else:
-            target = f"usr/{node.path}"
-        cd_to_root[node.path] = target
-        if node.kind == HARDLINK:
-            node = replace(node, target=cd_to_root[node.target])
-        _write_entry(cd, entry, root, target, node)
-        placed.append(replace(node, path=target))
-        progress.add(node.size if node.kind == FILE else 0)
+    with _Dirs(root) as dirs:
+        for entry in usr:
+            _place(cd, entry, dirs, relocated, cd_to_root, placed)
+            progress.add(entry.node.size if entry.node.kind == FILE else 0)
     # Adding the CD's tree changed the mtimes of root.tar.gz's directories too.
     _finish_dirs(root, [n for n in tar_nodes if n.kind == DIR] + [n for n in placed if n.kind == DIR])
     return placed, sorted(relocated)
+
+
+def _place(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, relocated: list[str], cd_to_root: dict[str, str],
+           placed: list[Node]) -> None:
+    """One entry of the CD's tree: under root/usr, or back where a relocation link points."""
+    node = entry.node
+    if node.path == USR_ROOT:
+        return
+    if node.path.startswith(USR_ROOT + "/"):
+        target = node.path[len(USR_ROOT) + 1:]
+        owner = next((p for p in relocated if target == p or target.startswith(p + "/")), None)
+        if owner is None:
+            raise BuildError(f"{cd.path}: /{node.path}: under /usr/{USR_ROOT} but root.tar.gz has no "
+                             f"link /{target.split('/')[0]} -> usr/{USR_ROOT}/...; cannot tell where it "
+                             f"belongs")
+        if target == owner:
+            _unlink_link(dirs.top, target)
+    else:
+        target = f"usr/{node.path}"
+    cd_to_root[node.path] = target
+    if node.kind == HARDLINK:
+        node = replace(node, target=cd_to_root[node.target])
+    _write_entry(cd, entry, dirs, target, node)
+    placed.append(replace(node, path=target))
 
 
 def _finish_dirs(top: Path, dirs: list[Node]) -> None:
@@ -252,8 +257,44 @@ def _unlink_link(root: Path, rel: str) -> None:
         os.close(parent_fd)
 
 
-def _write_entry(cd: IsoReader, entry: IsoEntry, root: Path, rel: str, node: Node) -> None:
-    parent_fd = _open_parent(root, rel)
+class _Dirs:
+    """Directory fds along the path last written to, each opened without following links.
+
+    Entries come in tree order, so consecutive writes share most of their path."""
+
+    def __init__(self, top: Path) -> None:
+        self.top = top
+        self.chain: list[tuple[str, int]] = [("", os.open(top, _DIR_FLAGS))]
+
+    def __enter__(self) -> _Dirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, fd in self.chain:
+            os.close(fd)
+        self.chain = []
+
+    def parent_fd(self, rel: str) -> int:
+        parts = rel.split("/")[:-1]
+        keep = 1
+        while keep <= len(parts) and keep < len(self.chain) and self.chain[keep][0] == parts[keep - 1]:
+            keep += 1
+        for _, fd in self.chain[keep:]:
+            os.close(fd)
+        del self.chain[keep:]
+        for part in parts[keep - 1:]:
+            try:
+                fd = os.open(part, _DIR_FLAGS, dir_fd=self.chain[-1][1])
+            except OSError:
+                raise BuildError(f"{self.top.name}/{rel}: {part} is not a directory (a link?); "
+                                 f"unpack never writes through a link") from None
+            self.chain.append((part, fd))
+        return self.chain[-1][1]
+
+
+def _write_entry(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, rel: str, node: Node) -> None:
+    parent_fd = dirs.parent_fd(rel)
+    root = dirs.top
     name = rel.rsplit("/", 1)[-1]
     try:
         if node.kind == DIR:
@@ -278,17 +319,18 @@ def _write_entry(cd: IsoReader, entry: IsoEntry, root: Path, rel: str, node: Nod
     except FileExistsError:
         raise BuildError(f"{cd.path}: /{entry.node.path}: root/{rel} already exists (from root.tar.gz "
                          f"or the CD twice)") from None
-    finally:
-        os.close(parent_fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _open_parent(root: Path, rel: str) -> int:
     """A directory fd for rel's parent, opened component by component without following links."""
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    fd = os.open(root, _DIR_FLAGS)
     try:
         for part in rel.split("/")[:-1]:
             try:
-                new = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError:
                 raise BuildError(f"root/{rel}: root/{part} is not a directory (a link?); "
                                  f"unpack never writes through a link") from None
@@ -302,21 +344,22 @@ def _open_parent(root: Path, rel: str) -> int:
 
 def _restore_inputs(cd: IsoReader, entries: list[IsoEntry], out: Path) -> None:
     """XenDemoCD/{rootpatch,irtree,grub,profiles,root.mtree,...} back into the build dir."""
-    dirs: list[Node] = []
-    for entry in entries:
-        parts = entry.node.path.split("/")
-        if parts[0] != CD_DIR or len(parts) < 2:
-            continue
-        if parts[1] not in INPUT_DIRS and not (len(parts) == 2 and parts[1] in INPUT_FILES):
-            continue
-        rel = "/".join(parts[1:])
-        node = entry.node
-        if node.kind == HARDLINK:
-            node = replace(node, target="/".join(node.target.split("/")[1:]))
-        _write_entry(cd, entry, out, rel, node)
-        if node.kind == DIR:
-            dirs.append(replace(node, path=rel))
-    _finish_dirs(out, dirs)
+    made: list[Node] = []
+    with _Dirs(out) as dirs:
+        for entry in entries:
+            parts = entry.node.path.split("/")
+            if parts[0] != CD_DIR or len(parts) < 2:
+                continue
+            if parts[1] not in INPUT_DIRS and not (len(parts) == 2 and parts[1] in INPUT_FILES):
+                continue
+            rel = "/".join(parts[1:])
+            node = entry.node
+            if node.kind == HARDLINK:
+                node = replace(node, target="/".join(node.target.split("/")[1:]))
+            _write_entry(cd, entry, dirs, rel, node)
+            if node.kind == DIR:
+                made.append(replace(node, path=rel))
+    _finish_dirs(out, made)
 
 
 def _derive_inputs(cd: IsoReader, by_path: dict[str, IsoEntry], entries: list[IsoEntry], out: Path,
