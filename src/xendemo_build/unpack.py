@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import foreign, kmod
 from .builddir import defaults_dir
+from .context import check_version
 from .errors import BuildError
 from .formats.cpio import Entry as CpioEntry
 from .formats.cpio import read_newc
@@ -115,9 +116,14 @@ def _unpack_into(iso: Path, out: Path) -> Found:
         if ROOT_TARBALL not in by_path:
             raise BuildError(f"{iso}: no /{ROOT_TARBALL}; not a CD of the Xen Demo CD layout")
         found.carries_inputs = f"{CD_DIR}/profiles" in by_path
-        found.version = _small(cd, by_path, f"{CD_DIR}/version").decode(errors="replace").strip() \
+        version = cd.read_file(f"{CD_DIR}/version", MAX_SMALL_FILE).decode(errors="replace").strip() \
             if f"{CD_DIR}/version" in by_path else found.label
-        menu = _small(cd, by_path, MENU_LST.lstrip("/")).decode(errors="replace") \
+        try:
+            found.version = check_version(version)
+        except BuildError:
+            found.version = "1.0"
+            log.info("    the CD's version %r is not usable as a version; calling it 1.0", version[:40])
+        menu = cd.read_file(MENU_LST.lstrip("/"), MAX_SMALL_FILE).decode(errors="replace") \
             if MENU_LST.lstrip("/") in by_path else ""
         found.entries = [line.split(None, 1)[1].strip() for line in menu.splitlines()
                          if line.strip().startswith("title ") or line.strip().startswith("title\t")]
@@ -141,10 +147,6 @@ def _unpack_into(iso: Path, out: Path) -> Found:
         write_mtree(sort_nodes(tar_nodes + usr_nodes), out / "root.mtree")
     (out / "work").mkdir(exist_ok=True)
     return found
-
-
-def _small(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> bytes:
-    return cd.read_file(path, MAX_SMALL_FILE)
 
 
 def _extract_root_tarball(cd: IsoReader, entry: IsoEntry, out: Path, root: Path) -> list[Node]:
