@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import re
 import stat
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pycdlib
 
+from .atomic import atomic_output
 from .errors import BuildError
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
@@ -136,15 +136,10 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
                          rr_bootcatname=boot_catalog.rsplit("/", 1)[-1], media_name="noemul",
                          boot_load_size=4, boot_info_table=True)
         _set_owners(iso, nodes)
-        tmp = out.with_name(f".{out.name}.tmp")
         try:
-            with tmp.open("wb") as f:
+            with atomic_output(out) as f:
                 iso.write_fp(f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
         finally:
-            tmp.unlink(missing_ok=True)
             iso.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -24,8 +25,12 @@ def setup_logging(debug: bool = False) -> None:
 
 @contextlib.contextmanager
 def log_file(path: Path) -> Iterator[None]:
-    """Also write everything, debug lines included, to `path` (the build log)."""
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    """Also write everything, debug lines included, to `path` (the build log).
+
+    The log is written under a temporary name and lands at `path` when the build ends,
+    failed or not; a killed build leaves the previous log in place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    handler = logging.FileHandler(tmp, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     handler.setLevel(logging.DEBUG)
     previous = log.level
@@ -40,6 +45,7 @@ def log_file(path: Path) -> Iterator[None]:
         log.removeHandler(handler)
         log.setLevel(previous)
         handler.close()
+        os.replace(tmp, path)
 
 
 @contextlib.contextmanager

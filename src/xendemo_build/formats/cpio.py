@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ..atomic import atomic_output
 from ..errors import BuildError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 
@@ -180,16 +181,12 @@ def write_initramfs(nodes: Iterable[Node], path: Path) -> None:
 
     The gzip header carries no file name and mtime 0, so equal nodes give equal bytes.
     """
-    partial = path.with_name(path.name + ".part")
     try:
-        with partial.open("wb") as raw:
+        with atomic_output(path) as raw:
             with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as gz:
                 write_newc(nodes, gz)
-        os.replace(partial, path)
     except OSError as e:
         raise BuildError(f"{path}: cannot write the initramfs: {e.strerror}") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

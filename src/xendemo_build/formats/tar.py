@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from ..atomic import atomic_output
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 
 _T = TypeVar("_T")
@@ -49,6 +50,6 @@ def write_tar(nodes: Iterable[Node], out: BinaryIO) -> None:
 
 
 def write_tar_gz(nodes: Iterable[Node], path: Path, *, level: int = 6) -> None:
-    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                               mtime=0, compresslevel=level) as gz:
+    with atomic_output(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                   mtime=0, compresslevel=level) as gz:
         write_tar(nodes, gz)  # type: ignore[arg-type]
