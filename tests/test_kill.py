@@ -1,0 +1,81 @@
+"""SIGKILL at any moment of `make` leaves the previous CD (or none), never a partial one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.parts
+
+CLI = "from xendemo_build.cli import main; main()"
+KILL_POINTS = 16
+
+
+def sha(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def make_argv(build_dir: Path) -> list[str]:
+    return [sys.executable, "-c", CLI, "make", "1.0", "-C", str(build_dir)]
+
+
+def set_motd(build_dir: Path, text: str) -> None:
+    (build_dir / "rootpatch/etc/motd").write_text(text)
+
+
+def test_sigkill_during_make_never_leaves_a_partial_cd(demo_dir: Path, tmp_path: Path) -> None:
+    build_dir = tmp_path / "demo"
+    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "*.log"))
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1070000000"}
+    iso, log = build_dir / "xendemo-1.0.iso", build_dir / "xendemo-1.0.log"
+    good = {}
+    for text in ("motd A\n", "motd B\n"):
+        set_motd(build_dir, text)
+        start = time.monotonic()
+        subprocess.run(make_argv(build_dir), env=env, check=True, capture_output=True)
+        duration = time.monotonic() - start
+        good[text] = sha(iso)
+    assert len(set(good.values())) == 2
+    texts = list(good)
+    for point in range(1, KILL_POINTS + 1):
+        before = sha(iso)
+        set_motd(build_dir, texts[point % 2])
+        proc = subprocess.Popen(make_argv(build_dir), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        # Points spread over the whole build, the last ones past its end (outputs are
+        # written last): those kill at the first touch of an output, or not at all.
+        kill_at = time.monotonic() + duration * 1.2 * point / KILL_POINTS
+        # Kill at the point, or the moment anything touches the ISO or the log: an output
+        # written in place would be caught half-written.
+        watched = {path: stamp(path) for path in (iso, log)}
+        while time.monotonic() < kill_at and all(stamp(p) == s for p, s in watched.items()):
+            time.sleep(0.0005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        after = sha(iso)
+        assert after in (before, good[texts[point % 2]]), f"kill point {point}: a partial ISO"
+        assert log.read_text().rstrip().splitlines()[-1].endswith(f"Wrote {iso} (12 MiB)"), \
+            f"kill point {point}: a partial log"
+    # The next run succeeds without any cleaning up, and gives the CD of its inputs.
+    set_motd(build_dir, texts[0])
+    done = subprocess.run(make_argv(build_dir), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sha(iso) == good[texts[0]]
+    leftovers = sorted(p.name for p in build_dir.iterdir() if p.name.endswith(".tmp"))
+    assert leftovers == []
