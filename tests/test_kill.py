@@ -79,3 +79,25 @@ def test_sigkill_during_make_never_leaves_a_partial_cd(demo_dir: Path, tmp_path:
     assert sha(iso) == good[texts[0]]
     leftovers = sorted(p.name for p in build_dir.iterdir() if p.name.endswith(".tmp"))
     assert leftovers == []
+
+
+def test_sigkill_during_unpack_leaves_no_half_build_dir(demo_iso: Path, tmp_path: Path) -> None:
+    build_dir = tmp_path / "unpacked"
+    argv = [sys.executable, "-c", CLI, "unpack", str(demo_iso), "-C", str(build_dir)]
+    start = time.monotonic()
+    subprocess.run(argv, check=True, capture_output=True)
+    duration = time.monotonic() - start
+    expected = sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*"))
+    shutil.rmtree(build_dir)
+    for point in range(1, KILL_POINTS + 1):
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration * 1.2 * point / KILL_POINTS)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if build_dir.exists():  # only ever complete
+            assert sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*")) == expected
+            shutil.rmtree(build_dir)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*")) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unpacked"]  # stale scratch dirs removed

@@ -78,9 +78,11 @@ def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
             raise BuildError(f"{build_dir}: not a build dir (no root/); --force only replaces build dirs")
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(build_dir) if build_dir.is_dir() else contextlib.nullcontext():
+        _remove_stale_scratch(build_dir)
         scratch = Path(tempfile.mkdtemp(prefix=f".{build_dir.name}.unpack-", dir=build_dir.parent))
         try:
-            found = _unpack_into(iso, scratch)
+            with build_lock(scratch):
+                found = _unpack_into(iso, scratch)
             _replace_dir(scratch, build_dir)
         except OSError as e:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -90,6 +92,19 @@ def unpack(iso: Path, build_dir: Path, *, force: bool = False) -> Found:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
     return found
+
+
+def _remove_stale_scratch(build_dir: Path) -> None:
+    """Scratch dirs of unpacks that were killed; a live unpack holds its scratch dir's lock."""
+    for pattern in (f".{build_dir.name}.unpack-*", f".{build_dir.name}.old-*"):
+        for stale in sorted(build_dir.parent.glob(pattern)):
+            if stale.is_symlink() or not stale.is_dir():
+                continue
+            try:
+                with build_lock(stale):
+                    shutil.rmtree(stale)
+            except BuildError:
+                continue  # in use
 
 
 def _replace_dir(new: Path, target: Path) -> None:
