@@ -44,6 +44,7 @@ def make_demo_root(root: Path, busybox: Path) -> Path:
         os.chmod(root / rel, mode)
     for rel, text in FILES.items():
         (root / rel).write_text(text)
+        os.chmod(root / rel, 0o644)  # not whatever the umask says: the CD must not depend on it
     shutil.copyfile(busybox, root / "bin/busybox")
     os.chmod(root / "bin/busybox", 0o755)
     for applet in busybox_applets(busybox):
