@@ -36,7 +36,7 @@ menu:
       xen: false
 """
 
-UNKNOWN_TOP = "unknown key; known keys here: boot, initrd, menu, name, relocate, volume_label"
+UNKNOWN_TOP = "unknown key; known keys here: boot, initrd, menu, name, relocate, rpms, volume_label"
 UNKNOWN_ENTRY = "unknown key; known keys here: linux_args, runlevel, title, xen, xen_args"
 FIX_LABEL = "use 1-32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"
 

@@ -24,6 +24,7 @@ from .log import log_file, step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
+from .rpm import install_packages
 from .split import split_tree
 from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes
 
@@ -87,6 +88,7 @@ def make(ctx: BuildContext) -> Path:
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
         check_inputs(ctx)
         prepare_work_dir(ctx)
+        install_packages(ctx)
         apply_rootpatch(ctx)
         scan_root(ctx)
         split_usr(ctx)
@@ -219,6 +221,8 @@ def cd_record_nodes(ctx: BuildContext) -> list[Node]:
     nodes = [Node(CD_DIR, DIR, 0o755, mtime=e)]
     for name in ("root.tar.gz", "version", "BUILD", "epoch"):
         nodes.append(_file(f"{CD_DIR}/{name}", ctx.stage / name, e))
+    if (ctx.stage / "packages").is_file():  # written by install_packages
+        nodes.append(_file(f"{CD_DIR}/packages", ctx.stage / "packages", e))
     profile_dir = f"{CD_DIR}/profiles"
     nodes += [Node(profile_dir, DIR, 0o755, mtime=e),
               _file(f"{profile_dir}/{ctx.profile.name}.yaml", ctx.profile.path, e)]

@@ -20,6 +20,11 @@ MAX_PROFILE_BYTES = 1 << 20
 LABEL_RE = re.compile(r"[A-Z0-9_]{1,32}")
 SIZE_RE = re.compile(r"\d+[KMG]?(,(min|max):\d+[KMG]?)*")
 MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
+# rpm package names; a Provides is a name or an absolute path (rpm's file provides).
+RPM_NAME_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
+RPM_PROVIDE_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+()-]*|/[A-Za-z0-9._+/-]+")
+FIX_RPM_NAME = "give a package name as `rpm -q` shows it, e.g. hello"
+FIX_RPM_PROVIDE = "give a capability name or an absolute path, e.g. /bin/sh or libc.so.6()(64bit)"
 FIX_LABEL = "use 1-32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"
 
 
@@ -59,6 +64,19 @@ class Menu:
 
 
 @dataclass(frozen=True)
+class Rpms:
+    """`rpms:` packages applied to root/ with rpm before the rootpatch (see rpm.py)."""
+
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
+    scriptlets: bool = True
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove or self.provides)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     path: Path
@@ -67,6 +85,7 @@ class Profile:
     initrd_modules: tuple[str, ...]
     menu: Menu
     relocate: tuple[str, ...]
+    rpms: Rpms = Rpms()
     # "boot.xen" -> "profiles/demo.yaml:7", for errors found after parsing.
     where: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -147,6 +166,8 @@ class _Reader:
                  item: Callable[[yaml.Node, str], Any]) -> tuple[Any, ...]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.fail(node, key, f"expected a list, got {_describe(node)}")
+        for i, child in enumerate(node.value):
+            self.where[f"{key}[{i}]"] = f"{self.shown}:{child.start_mark.line + 1}"
         return tuple(item(child, f"{key}[{i}]") for i, child in enumerate(node.value))
 
 
@@ -221,6 +242,28 @@ def _relocated(r: _Reader) -> Callable[[yaml.Node, str], str]:
     return read
 
 
+def _rpms(r: _Reader, node: yaml.Node, key: str) -> Rpms:
+    def item(pattern: re.Pattern[str], fix: str) -> Callable[[yaml.Node, str], str]:
+        return lambda n, k: r.string(n, k, pattern, fix)
+    values = r.mapping(node, key, {
+        "add": lambda n, k: r.sequence(n, k, _rpm_file(r)),
+        "remove": lambda n, k: r.sequence(n, k, item(RPM_NAME_RE, FIX_RPM_NAME)),
+        "provides": lambda n, k: r.sequence(n, k, item(RPM_PROVIDE_RE, FIX_RPM_PROVIDE)),
+        "scriptlets": r.boolean,
+    })
+    return Rpms(**values)
+
+
+def _rpm_file(r: _Reader) -> Callable[[yaml.Node, str], str]:
+    def read(node: yaml.Node, key: str) -> str:
+        value = r.path_string(node, key)
+        if not value.endswith(".rpm"):
+            raise r.fail(node, key, f"{value!r} is not an .rpm file; give a path relative to the build "
+                                    f"dir or a file name in rpms/")
+        return value
+    return read
+
+
 def load_profile(path: Path, *, shown: str | None = None) -> Profile:
     """Parse and check one profile file; `shown` is how errors name it."""
     shown = shown or str(path)
@@ -256,6 +299,7 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
         }),
         "menu": lambda n, k: _menu(r, n, k),
         "relocate": lambda n, k: r.sequence(n, k, _relocated(r)),
+        "rpms": lambda n, k: _rpms(r, n, k),
     }, required=("volume_label", "boot", "menu"))
     return Profile(
         name=values.get("name", path.stem),
@@ -265,6 +309,7 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
         initrd_modules=values.get("initrd", {}).get("modules", ()),
         menu=values["menu"],
         relocate=values.get("relocate", ("bin", "lib", "sbin")),
+        rpms=values.get("rpms", Rpms()),
         where=r.where,
     )
 

@@ -39,8 +39,9 @@ def find_tool(name: str, needed_for: str) -> str:
 
 def run(argv: Sequence[str | Path], *, needed_for: str, cwd: Path | None = None,
         input: bytes | None = None, capture: bool = False,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run argv (never a shell string); on failure raise BuildError with its stderr."""
+        env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    """Run argv (never a shell string); on failure raise BuildError with its stderr,
+    unless check=False (the caller reads returncode and stderr itself)."""
     argv = [str(a) for a in argv]
     argv[0] = find_tool(argv[0], needed_for)
     log.debug("+ %s", shlex.join(argv))
@@ -48,7 +49,7 @@ def run(argv: Sequence[str | Path], *, needed_for: str, cwd: Path | None = None,
     proc = subprocess.run(argv, cwd=cwd, input=input, env=full_env,
                           stdout=subprocess.PIPE if capture else None,
                           stderr=subprocess.PIPE)
-    if proc.returncode != 0:
+    if check and proc.returncode != 0:
         stderr = proc.stderr.decode(errors="replace").strip()
         last = stderr.splitlines()[-1] if stderr else "no error output"
         raise BuildError(f"{shlex.join(argv)} failed with exit code {proc.returncode} "
