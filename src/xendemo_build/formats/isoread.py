@@ -24,11 +24,12 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..errors import BuildError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
+from .isofields import both32, date7, le32, show
+from .rockridge import decode_rock_ridge
 
 SECTOR = 2048  # ECMA-119 logical sector: descriptors live in these, records never cross one
 FIRST_DESCRIPTOR = 16
@@ -112,70 +113,9 @@ class _State:
     used: bytearray | None = None  # one byte per logical block: claimed by a file or directory
 
 
-def _both32(b: bytes, off: int) -> int | None:
-    le = int.from_bytes(b[off:off + 4], "little")
-    return le if le == int.from_bytes(b[off + 4:off + 8], "big") else None
-
-
-def _le32(b: bytes, off: int) -> int:
-    return int.from_bytes(b[off:off + 4], "little")
-
-
-def _show(text: str) -> str:
-    """A name for a one-line message: control characters and undecodable bytes escaped."""
-    out = []
-    for c in text:
-        o = ord(c)
-        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{o - 0xDC00:02x}")
-        elif c.isprintable():
-            out.append(c)
-        else:
-            out.append(c.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
-
-
-def _utc(y: int, mo: int, d: int, h: int, mi: int, s: int, quarters: int) -> int:
-    if not -48 <= quarters <= 52:
-        raise ValueError(f"GMT offset {quarters} quarter hours")
-    tz = timezone(timedelta(minutes=15 * quarters))
-    return int(datetime(y, mo, d, h, mi, s, tzinfo=tz).timestamp())
-
-
-def _date7(b: bytes) -> int | None:
-    """The 7-byte date of directory records and short TF; None when unspecified (all zero)."""
-    if not any(b[:6]):
-        return None
-    off = b[6] - 256 if b[6] > 127 else b[6]
-    return _utc(1900 + b[0], b[1], b[2], b[3], b[4], b[5], off)
-
-
-def _date17(b: bytes) -> int | None:
-    """The 17-byte "YYYYMMDDHHMMSScc" + GMT offset form of long TF; None when unspecified."""
-    digits = b[:16]
-    if digits.strip(b"0\x00") == b"":
-        return None
-    if not digits.isdigit():
-        raise ValueError(f"date {digits!r} is not digits")
-    n = [int(digits[i:j]) for i, j in ((0, 4), (4, 6), (6, 8), (8, 10), (10, 12), (12, 14))]
-    off = b[16] - 256 if b[16] > 127 else b[16]
-    return _utc(*n, off)
-
-
 def _kind_of_mode(mode: int) -> str | None:
     return {stat.S_IFDIR: DIR, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK, stat.S_IFCHR: CHAR,
             stat.S_IFBLK: BLOCK, stat.S_IFIFO: FIFO}.get(stat.S_IFMT(mode))
-
-
-def _rdev(high: int, low: int) -> tuple[int, int]:
-    """PN device number the way Linux reads it.
-
-    libisofs writes high = dev >> 32, low = dev & 0xffffffff of a glibc dev_t (high is
-    0 for all but huge majors); mkisofs on 64-bit hosts writes high = major, low = minor.
-    """
-    if high == 0:
-        return os.major(low), os.minor(low)
-    return high, low
 
 
 class IsoReader:
@@ -217,7 +157,7 @@ class IsoReader:
     def _err(self, where: str | None, problem: str) -> BuildError:
         if where is None:
             return BuildError(f"{self.path}: {problem}")
-        return BuildError(f"{self.path}: /{_show(where)}: {problem}")
+        return BuildError(f"{self.path}: /{show(where)}: {problem}")
 
     def _pread(self, offset: int, size: int, where: str | None) -> bytes:
         try:
@@ -273,7 +213,7 @@ class IsoReader:
         if block_size != int.from_bytes(pvd[130:132], "big") or block_size not in BLOCK_SIZES:
             raise self._err(None, f"logical block size {block_size} in the primary volume descriptor "
                             f"(expected 2048, 1024 or 512)")
-        blocks = _both32(pvd, 80)
+        blocks = both32(pvd, 80)
         if blocks is None:
             raise self._err(None, "volume space size differs between its little- and big-endian copies")
         if blocks * block_size > self._file_size:
@@ -286,7 +226,7 @@ class IsoReader:
         boot_lba = None
         if boot is not None:
             # El Torito boot record: 71 boot catalog sector (little-endian 32).
-            boot_lba = _le32(boot, 71)
+            boot_lba = le32(boot, 71)
             if (boot_lba + 1) * SECTOR > self._end:
                 raise self._err(None, f"El Torito boot catalog at sector {boot_lba} is beyond the image end")
 
@@ -342,7 +282,7 @@ class IsoReader:
         if 33 + name_len > length:
             raise self._err(where, f"{what} at byte {pos}: name of {name_len} bytes runs past the "
                             f"record's {length} bytes")
-        extent, size = _both32(rec, 2), _both32(rec, 10)
+        extent, size = both32(rec, 2), both32(rec, 10)
         if extent is None or size is None:
             raise self._err(where, f"{what} at byte {pos}: the little- and big-endian copies of its "
                             f"{'extent' if extent is None else 'size'} differ")
@@ -355,7 +295,7 @@ class IsoReader:
         # File data follows the extended attribute record, if any.
         extent += rec[1]
         try:
-            mtime = _date7(rec[18:25])
+            mtime = date7(rec[18:25])
         except ValueError as e:
             raise self._err(where, f"{what} at byte {pos}: bad recording date: {e}") from None
         return rec[33:33 + name_len], flags, extent, size, mtime, rec[sua_start:]
@@ -369,7 +309,7 @@ class IsoReader:
         self._check_extent(dpath, extent, size)
         if extent in st.dirs:
             raise self._err(dpath, f"directory loop: its data at block {extent} is already the "
-                            f"directory /{_show(st.dirs[extent])}")
+                            f"directory /{show(st.dirs[extent])}")
         st.dirs[extent] = dpath
         self._claim(st, extent, size, dpath, DIR)
         data = self._pread(extent * bs, size, dpath)
@@ -424,7 +364,7 @@ class IsoReader:
         name = raw.decode("utf-8", "surrogateescape")
         path = self._join(dpath, name)
         if not raw or raw in (b".", b"..") or b"/" in raw or b"\x00" in raw:
-            raise self._err(path, f"unsafe name '{_show(name)}' in {source}")
+            raise self._err(path, f"unsafe name '{show(name)}' in {source}")
         if len(raw) > self.max_name:
             raise self._err(path, f"name of {len(raw)} bytes in {source}, over max_name {self.max_name}")
         if len(os.fsencode(path)) > self.max_path:
@@ -503,7 +443,7 @@ class IsoReader:
                                 f"that are not zero padding")
             if ce is None:
                 return
-            block, offset, size = _le32(ce, 4), _le32(ce, 12), _le32(ce, 20)
+            block, offset, size = le32(ce, 4), le32(ce, 12), le32(ce, 20)
             if (block, offset) in seen:
                 raise self._err(where, f"Rock Ridge CE continuation loops back to block {block} "
                                 f"offset {offset}")
@@ -526,89 +466,8 @@ class IsoReader:
 
     def _rock_ridge(self, area: bytes, where: str, st: _State) -> dict:
         """The Rock Ridge fields of one record: name, mode, uid, gid, mtime, target, rdev, ..."""
-        rr: dict = {}
-        name = b""
-        name_more = False
-        components: list[bytes] = []
-        component_more = rooted = False
-        for sig, e in self._susp_entries(area, where, st):
-            if sig == b"NM":  # flags (1): 0x01 continues in the next NM, 0x02 ".", 0x04 "..", 0x20 host
-                if len(e) < 5:
-                    raise self._err(where, "Rock Ridge NM entry shorter than 5 bytes")
-                if "name" in rr and not name_more:
-                    raise self._err(where, "a second Rock Ridge NM name after a complete one")
-                flags = e[4]
-                part = b"." if flags & 0x02 else b".." if flags & 0x04 else e[5:]
-                if flags & 0x20:
-                    raise self._err(where, "Rock Ridge NM names the host, not a file")
-                name += part  # long names are checked by the caller; CE caps bound this
-                name_more = bool(flags & 0x01)
-                rr["name"] = name
-            elif sig == b"PX":  # mode, links, uid, gid (both 32 each), then serial number in 1.12
-                if len(e) < 36:
-                    raise self._err(where, f"Rock Ridge PX entry of {len(e)} bytes (expected 36 or 44)")
-                rr["mode"], rr["uid"], rr["gid"] = _le32(e, 4), _le32(e, 20), _le32(e, 28)
-            elif sig == b"SL":  # flags (1), then components: flags (1), length (1), text
-                pos = 5
-                while pos < len(e):
-                    if pos + 2 > len(e) or pos + 2 + e[pos + 1] > len(e):
-                        raise self._err(where, "Rock Ridge SL component runs past its entry")
-                    cflags, text = e[pos], e[pos + 2:pos + 2 + e[pos + 1]]
-                    pos += 2 + e[pos + 1]
-                    if cflags & 0x30:  # volume root, host: no meaning on the unpacked tree
-                        raise self._err(where, f"Rock Ridge SL component flags {cflags:#x} not supported")
-                    if cflags & 0x08:  # the root: only as the first component
-                        if components or rooted:
-                            raise self._err(where, "Rock Ridge SL has a root component after others")
-                        rooted = True
-                        continue
-                    text = b"." if cflags & 0x02 else b".." if cflags & 0x04 else text
-                    if component_more:
-                        components[-1] += text
-                    else:
-                        components.append(text)
-                    component_more = bool(cflags & 0x01)
-                    if sum(len(c) + 1 for c in components) > self.max_path:
-                        raise self._err(where, f"symlink target over max_path ({self.max_path} bytes)")
-            elif sig == b"TF":  # flags (1), then a stamp for each flag bit set, in bit order
-                if len(e) < 5:
-                    raise self._err(where, "Rock Ridge TF entry shorter than 5 bytes")
-                flags = e[4]
-                width = 17 if flags & 0x80 else 7
-                if flags & 0x02:  # modify; creation (0x01) comes first if present
-                    off = 5 + width * (flags & 0x01)
-                    if off + width > len(e):
-                        raise self._err(where, "Rock Ridge TF entry shorter than its flags say")
-                    try:
-                        mtime = (_date17 if width == 17 else _date7)(e[off:off + width])
-                    except ValueError as err:
-                        raise self._err(where, f"bad Rock Ridge TF modify time: {err}") from None
-                    if mtime is not None:
-                        rr["mtime"] = mtime
-            elif sig == b"PN":  # device number high, low (both 32 each)
-                if len(e) < 20:
-                    raise self._err(where, f"Rock Ridge PN entry of {len(e)} bytes (expected 20)")
-                rr["rdev"] = _rdev(_le32(e, 4), _le32(e, 12))
-            elif sig == b"CL":  # block of the relocated directory (both 32)
-                if len(e) < 12:
-                    raise self._err(where, f"Rock Ridge CL entry of {len(e)} bytes (expected 12)")
-                rr["child_link"] = _le32(e, 4)
-            elif sig == b"RE":
-                rr["relocated"] = True
-            elif sig in (b"ZF", b"SF"):
-                what = "zisofs-compressed" if sig == b"ZF" else "sparse"
-                raise self._err(where, f"{what} files (Rock Ridge {sig.decode()}) are not supported")
-            # SP, RR, ER, ES, PD, PL, AA, AL...: nothing the tree needs.
-        if name_more:
-            raise self._err(where, "Rock Ridge NM name ends with the continue flag set")
-        if components or rooted:
-            target = "/" * rooted + "/".join(c.decode("utf-8", "surrogateescape") for c in components)
-            if not target:
-                raise self._err(where, "Rock Ridge SL with an empty target")
-            if "\x00" in target:
-                raise self._err(where, f"symlink target '{_show(target)}' contains NUL")
-            rr["target"] = target
-        return rr
+        return decode_rock_ridge(self._susp_entries(area, where, st),
+                                 fail=lambda problem: self._err(where, problem), max_path=self.max_path)
 
     # -- overlap bookkeeping -------------------------------------------------
 
@@ -622,7 +481,7 @@ class IsoReader:
         if used.find(1, extent, extent + blocks) != -1:
             other = next(o[3] for e, o in st.owners.items() if e < extent + blocks and extent < e + o[0])
             raise self._err(path, f"data at blocks {extent}-{extent + blocks - 1} overlaps the data of "
-                            f"/{_show(other)}")
+                            f"/{show(other)}")
         used[extent:extent + blocks] = b"\x01" * blocks
         st.owners[extent] = (blocks, size, kind, path, meta)
 
@@ -680,7 +539,7 @@ class IsoReader:
             # A hard link shares its inode: data, owner and mode.  Two files that share
             # only the data cannot be extracted as either links or copies faithfully.
             if first[4] != meta:
-                raise self._err(path, f"shares its data with /{_show(first[3])} but not its mode and owner "
+                raise self._err(path, f"shares its data with /{show(first[3])} but not its mode and owner "
                                 f"({meta[0]:o} {meta[1]}:{meta[2]} vs {first[4][0]:o} "
                                 f"{first[4][1]}:{first[4][2]})")
             return self._entry(rec, path, kind=HARDLINK, target=first[3], size=0)
@@ -691,9 +550,9 @@ class IsoReader:
         """The size of a relocated directory, from the "." record its CL entry points at."""
         self._check_extent(path, extent, SECTOR)
         d = self._pread(extent * self.info.block_size, SECTOR, path)
-        size = _both32(d, 10)
+        size = both32(d, 10)
         if not (d[0] >= RECORD_MIN and d[32] == 1 and d[33] == 0 and d[25] & F_DIRECTORY
-                and _both32(d, 2) == extent and size is not None):
+                and both32(d, 2) == extent and size is not None):
             raise self._err(path, f"Rock Ridge CL points at block {extent}, which is not a directory")
         return size
 
@@ -714,7 +573,7 @@ class IsoReader:
         """The entry at `path` ("etc/inittab" or "/etc/inittab"), without walking the whole tree."""
         parts = [p for p in path.split("/") if p]
         if not parts or any(p in (".", "..") for p in parts):
-            raise self._err(_show(path.lstrip("/")), "not a path to a member of the image")
+            raise self._err(show(path.lstrip("/")), "not a path to a member of the image")
         st = _State()
         size, extent, dpath = self._root_size, self._root_extent, ""
         for i, part in enumerate(parts):
