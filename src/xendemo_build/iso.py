@@ -21,6 +21,7 @@ import pycdlib
 
 from .atomic import atomic_output
 from .errors import BuildError
+from .log import Progress
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
 PYCDLIB_CLOCK_USERS = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils",
@@ -137,8 +138,9 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
                          boot_load_size=4, boot_info_table=True)
         _set_owners(iso, nodes)
         try:
+            progress = Progress(sum(n.size for n in nodes if n.kind == FILE))
             with atomic_output(out) as f:
-                iso.write_fp(f)
+                iso.write_fp(f, progress_cb=lambda done, total: progress.to(done))
         finally:
             iso.close()
 

@@ -60,3 +60,38 @@ def step(title: str) -> Iterator[None]:
     finally:
         _depth -= 1
     log.info("%s  done in %.1fs", indent, time.monotonic() - start)
+
+
+class Progress:
+    """Plain periodic lines for long steps: files, MiB done of the total, ETA.
+
+    One line every PROGRESS_EVERY seconds, the same on a terminal and in a CI log."""
+
+    def __init__(self, total_bytes: int, every: float = 5.0) -> None:
+        self.total = total_bytes
+        self.every = every
+        self.done = 0
+        self.files = 0
+        self.start = self.last = time.monotonic()
+
+    def add(self, size: int, files: int = 1) -> None:
+        self.done += size
+        self.files += files
+        self._maybe_report()
+
+    def to(self, done: int) -> None:
+        """Progress given as bytes done so far (pycdlib's callback)."""
+        self.done = done
+        self._maybe_report()
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        rate = self.done / max(now - self.start, 1e-6)
+        eta = (self.total - self.done) / rate if rate else 0.0
+        files = f"{self.files} files, " if self.files else ""
+        log.info("%s    %s%.0f of %.0f MiB, ETA %.0fs", "  " * _depth, files, self.done / 2**20,
+                 self.total / 2**20, eta)
+

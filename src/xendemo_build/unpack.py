@@ -19,7 +19,6 @@ import os
 import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from .formats.isoread import IsoEntry, IsoReader
 from .formats.mtree import write_mtree
 from .formats.untar import extract_tar
 from .lock import LOCK_NAME, build_lock
-from .log import step
+from .log import Progress, step
 from .make import CD_DIR
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
 from .profile import load_profile
@@ -45,7 +44,6 @@ log = logging.getLogger("xendemo")
 
 MAX_INITRD_BYTES = 512 << 20
 MAX_SMALL_FILE = 16 << 20          # menu.lst, version, profiles ... read into memory
-PROGRESS_EVERY = 5.0               # seconds between progress lines
 INPUT_FILES = ("root.mtree", "irtree.mtree", "Builder", "epoch")
 INPUT_DIRS = ("rootpatch", "irtree", "grub", "profiles")
 ROOT_TARBALL = f"{CD_DIR}/root.tar.gz"
@@ -181,25 +179,6 @@ def _copy_data(cd: IsoReader, entry: IsoEntry, dest: Path) -> None:
             f.write(chunk)
 
 
-class _Progress:
-    def __init__(self, total_bytes: int) -> None:
-        self.total = total_bytes
-        self.done = 0
-        self.files = 0
-        self.start = self.last = time.monotonic()
-
-    def add(self, size: int) -> None:
-        self.done += size
-        self.files += 1
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_EVERY:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-6)
-            eta = (self.total - self.done) / rate if rate else 0
-            log.info("    %d files, %.0f of %.0f MiB, ETA %.0fs", self.files, self.done / 2**20,
-                     self.total / 2**20, eta)
-
-
 def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node],
                    root: Path) -> tuple[list[Node], list[str]]:
     """Write the CD's tree (minus boot/ and XenDemoCD/) under root/usr, relocated paths back in place."""
@@ -207,7 +186,7 @@ def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node]
     catalog = cd.info.boot_catalog_lba  # El Torito catalog: mastering data, made again by make
     usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)
            and not (e.node.kind == FILE and e.extent == catalog)]
-    progress = _Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
+    progress = Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
     placed: list[Node] = []
     cd_to_root: dict[str, str] = {}
     with _Dirs(root) as dirs:
