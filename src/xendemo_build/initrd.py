@@ -13,7 +13,7 @@ from . import kmod
 from .formats.mtree import apply_mtree, read_mtree
 from .run import run
 from .templates import render
-from .tree import CHAR, DIR, FILE, SYMLINK, Node, scan, sort_nodes
+from .tree import CHAR, DIR, FILE, SYMLINK, Node, parents, scan, sort_nodes
 
 # The block devices /linuxrc probes for the CD: SCSI/SATA/USB CD drives, old IDE,
 # virtio and Xen virtual disks (a domU sees the CD as xvd*).
@@ -65,12 +65,8 @@ def initrd_nodes(*, irtree: Path, irtree_mtree: Path, busybox: Path, moddir: Pat
         add(Node(applet, SYMLINK, 0o777, mtime=epoch, target=target))
     for module in modules:
         path = f"lib/modules/{module_path(module, moddir)}"
-        for parent in _parents(path):
+        for parent in parents(path):
             add(Node(parent, DIR, 0o755, mtime=epoch))
         add(Node(path, FILE, 0o644, mtime=epoch, size=module.path.stat().st_size, source=module.path))
     return apply_mtree(sort_nodes(nodes.values()), read_mtree(irtree_mtree), str(irtree_mtree), mtime=epoch)
 
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts))]
