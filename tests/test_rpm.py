@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from pathlib import Path
@@ -12,6 +13,18 @@ from pathlib import Path
 import pycdlib
 import pytest
 
+from test_rootless import (  # the unprivileged runtime under /tmp, and its `rootless` fixture
+    DROP,
+    USER,
+    VERSION,
+    Rootless,
+    _build_dir,
+    _chown_tree,
+    _iso_file,
+    _run,
+    _tar_listing,
+    rootless,  # noqa: F401
+)
 from xendemo_build.boot import boot_iso
 from xendemo_build.errors import BuildError
 from xendemo_build.make import build
@@ -98,8 +111,11 @@ A test package.
 
 
 def make_rpm(top: Path, name: str, version: str = "1.0", files: dict[str, str] | None = None,
-             requires: tuple[str, ...] = (), post: str = "", target: str = "noarch") -> Path:
+             requires: tuple[str, ...] = (), post: str = "", target: str = "noarch",
+             attrs: dict[str, str] | None = None) -> Path:
+    """`attrs`: path -> %attr(...) for its line in %files."""
     files = files or {}
+    attrs = attrs or {}
     install = "\n".join(f"mkdir -p %{{buildroot}}{os.path.dirname(p)}\n"
                         f"printf '%s\\n' '{text}' > %{{buildroot}}{p}" for p, text in files.items())
     spec = top / f"{name}-{version}.spec"
@@ -107,7 +123,7 @@ def make_rpm(top: Path, name: str, version: str = "1.0", files: dict[str, str] |
     spec.write_text(spec_text.format(name=name, version=version, install=install,
                                 requires="\n".join(f"Requires: {r}" for r in requires),
                                 post=f"%post\n{post}" if post else "",
-                                files="\n".join(files)))
+                                files="\n".join(f"{attrs.get(p, '')} {p}".strip() for p in files)))
     subprocess.run(["rpmbuild", "-bb", "--target", target, "--define", f"_topdir {top}",
                     "--define", f"_dbpath {top}/db", spec],
                    check=True, capture_output=True, env={**os.environ, "HOME": str(top)})
@@ -129,6 +145,11 @@ def rpms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "clash-a": make_rpm(top, "clash-a", files={"/usr/share/clash/file": "a"}),
         "clash-b": make_rpm(top, "clash-b", files={"/usr/share/clash/file": "b"}),
         "s390x": make_rpm(top, "mainframe", files={"/usr/share/mainframe/x": "x"}, target="s390x"),
+        "owned": make_rpm(top, "owned", files={"/usr/bin/x": "#!/bin/sh", "/etc/y": "secret",
+                                               "/etc/z": "z", "/usr/share/owned/plain": "plain"},
+                          attrs={"/usr/bin/x": "%attr(4755,root,root)",
+                                 "/etc/y": "%attr(0640,nobody,nogroup)",
+                                 "/etc/z": "%attr(0600,nobody,nogroup)"}),
     }
 
 
@@ -239,6 +260,160 @@ def test_install_reaches_the_cd(demo_dir: Path, tmp_path: Path, rpms: dict[str, 
     assert not (build_dir / "root/usr/share/hello/msg").exists()
     assert "hello-2.0-1.noarch" not in iso_file(iso, "/XenDemoCD/packages").decode()
     build(build_dir, "1.5")  # already removed by the last make: no error
+
+
+def rpm_root(build_dir: Path, *args: str | Path) -> None:
+    subprocess.run(["rpm", "--root", build_dir / "root", "--define", "_dbpath /var/lib/rpm", *args],
+                   check=True, capture_output=True)
+
+
+@pytest.mark.parts
+def test_name_dropped_from_add_is_removed(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path]) -> None:
+    build_dir = rpm_dir(demo_dir, tmp_path, rpms, HELLO + "    - clash-a-1.0-1.noarch.rpm\n")
+    # in root/ before xendemo ran: listed in add, then dropped, it is never erased
+    rpm_root(build_dir, "--initdb")
+    rpm_root(build_dir, "-U", "--nodeps", rpms["clash-a"])
+    build(build_dir, "1.1")
+    assert (build_dir / "work/rpm/added").read_text() == "greeting-data\nhello\n"
+
+    # greeting-data dropped while hello still needs it: the dry run says so, nothing changes
+    set_rpms(build_dir, HELLO.replace("    - rpms/greeting-data-1.0-1.noarch.rpm\n", ""))
+    before = listing(build_dir / "root")
+    installed = rpm_q(build_dir, "-a")
+    with pytest.raises(BuildError) as info:
+        build(build_dir, "1.2")
+    where = profile_line(build_dir, "    - hello-1.0-1.noarch.rpm")  # where rpms.add starts
+    assert str(info.value).splitlines() == [
+        f"{where}: rpms.add: greeting-data (added by an earlier make, no longer listed, so removed): "
+        f"removing it breaks hello-1.0-1.noarch, which needs greeting-data"]
+    # reading root/'s database (rpm -qa) touches its sqlite -shm file, nothing else changes
+    assert [e for e in listing(build_dir / "root") if not e[0].endswith("-shm")] == [
+        e for e in before if not e[0].endswith("-shm")]
+    assert rpm_q(build_dir, "-a") == installed
+
+    # hello and clash-a dropped: hello (added by xendemo) goes, clash-a (not) stays
+    set_rpms(build_dir, HELLO.replace("    - hello-1.0-1.noarch.rpm\n", ""))
+    iso = build(build_dir, "1.3")
+    assert rpm_q(build_dir, "hello", "clash-a", "greeting-data").splitlines() == [
+        "package hello is not installed", "clash-a-1.0-1.noarch", "greeting-data-1.0-1.noarch"]
+    assert not (build_dir / "root/usr/share/hello/msg").exists()
+    assert "    removing hello: no longer in rpms.add" in (build_dir / "xendemo-1.3.log").read_text()
+    assert not any(p.startswith("hello-") for p in iso_file(iso, "/XenDemoCD/packages").decode().split())
+    assert (build_dir / "work/rpm/added").read_text() == "greeting-data\n"
+    # no rpms at all: what xendemo added goes too; nothing else
+    set_rpms(build_dir, "")
+    build(build_dir, "1.4")
+    assert rpm_q(build_dir, "greeting-data", "clash-a").splitlines() == [
+        "package greeting-data is not installed", "clash-a-1.0-1.noarch"]
+    assert (build_dir / "work/rpm/added").read_text() == ""
+    build(build_dir, "1.5")  # and again: nothing to do
+
+
+OWNED = "rpms:\n  add: [owned-1.0-1.noarch.rpm]\n"
+PASSWD = "root::0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+
+def rr_owner(iso: Path, path: str) -> tuple[int, int, int]:
+    cd = pycdlib.PyCdlib()
+    cd.open(str(iso))
+    try:
+        rock = cd.get_record(rr_path=path).rock_ridge
+        px = rock.dr_entries.px_record or rock.ce_entries.px_record
+        return rock.get_file_mode(), px.posix_user_id, px.posix_group_id
+    finally:
+        cd.close()
+
+
+def tar_info(iso: Path, name: str) -> tuple[int, int, int]:
+    with tarfile.open(fileobj=io.BytesIO(iso_file(iso, "/XenDemoCD/root.tar.gz"))) as tar:
+        member = tar.getmember(name)
+        return member.mode, member.uid, member.gid
+
+
+@pytest.mark.parts
+def test_owners_from_the_package_headers(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path]) -> None:
+    build_dir = rpm_dir(demo_dir, tmp_path, rpms, OWNED)
+    # rpm installs before rootpatch/ is copied: the names resolve in the passwd the CD will have
+    (build_dir / "rootpatch/etc/passwd").write_text(PASSWD)
+    (build_dir / "rootpatch/etc/group").write_text(GROUP)
+    with (build_dir / "root.mtree").open("a") as mtree:
+        mtree.write("./etc/z mode=0644\n")  # root.mtree wins over the header
+    iso = build(build_dir, "1.1")
+    assert tar_info(iso, "etc/y") == (0o640, 65534, 65534)
+    assert tar_info(iso, "etc/z") == (0o644, 0, 0)
+    assert rr_owner(iso, "/bin/x") == (stat.S_IFREG | 0o4755, 0, 0)
+    assert rr_owner(iso, "/share/owned/plain") == (stat.S_IFREG | 0o644, 0, 0)
+    owners = (build_dir / "work/rpm/owners.mtree").read_text().splitlines()
+    assert owners == ["#mtree", "./etc/y type=file uid=65534 gid=65534",
+                      "./etc/z type=file uid=65534 gid=65534", "./usr/bin/x type=file mode=4755"]
+    # the same again, nothing installed: the owners are still the headers'
+    iso = build(build_dir, "1.2")
+    assert tar_info(iso, "etc/y") == (0o640, 65534, 65534)
+    assert rr_owner(iso, "/bin/x") == (stat.S_IFREG | 0o4755, 0, 0)
+    # dropped from the profile: erased, and its owners with it
+    set_rpms(build_dir, "")
+    mtree = build_dir / "root.mtree"
+    mtree.write_text(mtree.read_text().replace("./etc/z mode=0644\n", ""))
+    build(build_dir, "1.3")
+    assert not (build_dir / "work/rpm/owners.mtree").exists()
+
+
+@pytest.mark.parts
+def test_owner_missing_from_passwd(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path]) -> None:
+    build_dir = rpm_dir(demo_dir, tmp_path, rpms, OWNED)
+    (build_dir / "rootpatch/etc/group").write_text(GROUP)
+    with pytest.raises(BuildError) as info:
+        build(build_dir, "1.1")
+    where = profile_line(build_dir, "  add: [owned-1.0-1.noarch.rpm]")
+    assert str(info.value).splitlines() == [
+        f"{where}: rpms.add[0] owned-1.0-1.noarch.rpm: /etc/y is owned by user nobody, which root/etc/passwd "
+        f"does not list; add it to rootpatch/etc/passwd or add a package that creates it"]
+
+
+@pytest.mark.parts
+def test_rpm_as_a_normal_user(demo_dir: Path, rpms: dict[str, Path],
+                              rootless: Rootless) -> None:  # noqa: F811
+    """The same profiles built as root and as nobody, whose rpm runs as root of an unprivileged
+    user namespace: the same root.tar.gz.  The first make runs a %post; the second installs a
+    package with files owned by nobody after rootpatch/ put nobody in root/etc/passwd (rpm, which
+    can only chown to root in the namespace, must not see it)."""
+    cds = {}
+    for who in ("root", USER):
+        build_dir = rootless.top / f"rpm-as-{who}" / "demo"
+        _build_dir(demo_dir, build_dir)
+        shutil.copy2(demo_dir / "root.mtree", build_dir / "root.mtree")  # without test_rootless's lines
+        (build_dir / "rpms").mkdir()
+        for path in rpms.values():
+            shutil.copy(path, build_dir / "rpms" / path.name)
+        (build_dir / "rootpatch/etc/passwd").write_text(PASSWD)
+        (build_dir / "rootpatch/etc/group").write_text(GROUP)
+        drop = []
+        if who == USER:
+            _chown_tree(build_dir.parent, rootless.user.pw_uid, rootless.user.pw_gid)
+            drop = DROP
+        for version, profile in (("0.9", HELLO), (VERSION, HELLO + "    - owned-1.0-1.noarch.rpm\n")):
+            set_rpms(build_dir, profile)
+            _run([*drop, *rootless.cli("make", version, "-C", ".")], build_dir, rootless.env,
+                 f"xendemo make {version} as {who}")
+        iso = pycdlib.PyCdlib()
+        iso.open(str(build_dir / f"xendemo-{VERSION}.iso"))
+        try:
+            cds[who] = (_tar_listing(_iso_file(iso, "/XenDemoCD/root.tar.gz")),
+                        _iso_file(iso, "/XenDemoCD/packages"))
+        finally:
+            iso.close()
+        log = (build_dir / f"xendemo-{VERSION}.log").read_text()
+        assert ("unshare --map-root-user" in log) == (who == USER)
+    as_user = rootless.top / f"rpm-as-{USER}" / "demo/root"
+    assert "nobody" in (as_user / "etc/passwd").read_text()
+    assert (as_user / "etc/y").stat().st_uid == rootless.user.pw_uid  # on disk: nobody's
+    assert (as_user / "etc/hello.posted").read_text() == "posted\n"   # %post ran, chrooted
+    assert cds["root"] == cds[USER]
+    tar = {m[0]: m for m in cds[USER][0]}
+    assert tar["etc/y"][2:5] == (0o640, 65534, 65534)
+    assert tar["etc/hello.posted"][2:5] == (0o644, 0, 0)
+    assert b"owned-1.0-1.noarch" in cds[USER][1]
 
 
 @pytest.mark.parts

@@ -53,6 +53,18 @@ def make(version: str, build_dir: Path, profile: str | None, output: Path | None
 
 
 @main.command()
+@click.argument("version", default="0")
+@BUILD_DIR
+@click.option("--profile", help="Profile name (profiles/NAME.yaml) or path.")
+def check(version: str, build_dir: Path, profile: str | None) -> None:
+    """Run make's pre-flight checks for VERSION [default: 0]; write nothing."""
+    from .check import check_build
+    from .make import new_context
+
+    check_build(new_context(build_dir, version, profile=profile), ok=lambda line: click.echo(f"ok: {line}"))
+
+
+@main.command()
 @click.argument("iso", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--entry", type=click.IntRange(min=0), default=0, show_default=True,
               help="Boot menu entry to select (0 = first).")

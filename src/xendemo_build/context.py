@@ -104,7 +104,8 @@ def build_epoch(build_dir: Path, inputs: list[Path]) -> int:
         if not top.exists():
             continue
         newest = max(newest, int(top.lstat().st_mtime))
-        for dirpath, dirnames, filenames in os.walk(top):
+        # fwalk and dir fds: paths past PATH_MAX are the pre-flight check's to report.
+        for _, dirnames, filenames, dir_fd in os.fwalk(top):
             for name in dirnames + filenames:
-                newest = max(newest, int(os.lstat(os.path.join(dirpath, name)).st_mtime))
+                newest = max(newest, int(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mtime))
     return newest

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__, kmod
+from .check import check_build
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
 from .formats.cpio import write_initramfs
@@ -24,7 +25,7 @@ from .log import log_file, step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
-from .rpm import install_packages
+from .rpm import install_packages, package_owners
 from .split import split_tree
 from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes
 
@@ -86,7 +87,7 @@ def make(ctx: BuildContext) -> Path:
                   datetime.now(UTC).isoformat(timespec="seconds"))
         log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
-        check_inputs(ctx)
+        check_build(ctx)
         prepare_work_dir(ctx)
         install_packages(ctx)
         apply_rootpatch(ctx)
@@ -108,21 +109,6 @@ def _user() -> str:
         return f"uid {os.getuid()}"
 
 
-def check_inputs(ctx: BuildContext) -> None:
-    """Everything the build reads exists, before anything is written."""
-    for key in ("xen", "kernel", "modules", "stage2_eltorito", "busybox"):
-        ctx.part(key)
-    if not ctx.part("modules").is_dir():
-        raise BuildError(f"{ctx.profile.at('boot.modules')}: boot.modules: {ctx.part('modules')} is not a "
-                         f"directory; name the kernel's lib/modules/RELEASE directory")
-    for template in (ctx.grub / "menu.lst.j2", ctx.irtree / "linuxrc.j2"):
-        if not template.is_file():
-            raise BuildError(f"{template}: template missing; copy it from the project "
-                             f"(xendemo init -C {ctx.build_dir} adds what is missing)")
-    if ctx.output.is_relative_to(ctx.root):
-        raise BuildError(f"-o {ctx.output}: inside root/, the CD would contain itself; write it elsewhere")
-
-
 def prepare_work_dir(ctx: BuildContext) -> None:
     if ctx.stage.exists():
         shutil.rmtree(ctx.stage)
@@ -140,8 +126,10 @@ def apply_rootpatch(ctx: BuildContext) -> None:
 def scan_root(ctx: BuildContext) -> None:
     with step("Reading root/ and root.mtree"):
         nodes = scan(ctx.root, epoch=ctx.epoch)
-        ctx.root_nodes = apply_mtree(nodes, read_mtree(ctx.root_mtree, "root.mtree"), "root.mtree",
-                                     mtime=ctx.epoch)
+        root_meta = read_mtree(ctx.root_mtree, "root.mtree")
+        # owners and modes from the packages' headers, under root.mtree (rpm.py)
+        nodes = apply_mtree(nodes, package_owners(ctx, nodes, root_meta), "work/rpm/owners.mtree")
+        ctx.root_nodes = apply_mtree(nodes, root_meta, "root.mtree", mtime=ctx.epoch)
         log.info("    %d entries", len(ctx.root_nodes))
 
 

@@ -3,7 +3,12 @@
 The whole set is checked first against a scratch copy of root/'s rpm database
 (work/rpm/check/), so a set that cannot install leaves root/ exactly as it was and the user
 gets one line per problem.  Only then does rpm touch root/: --initdb if it has no database,
-the `xendemo-root-provides` package (--justdb), the upgrades/installs, the removals.
+the `xendemo-root-provides` package (--justdb), the upgrades/installs, the removals (those of
+rpms.remove and the packages an earlier make added that rpms.add no longer lists).
+
+After it, the owners and special modes the packages' headers declare are written to
+work/rpm/owners.mtree, which scan_root applies under root.mtree: as for every file, the CD's
+owners come from metadata, never from the disk.
 
 Debian's rpm puts its database in ~/.rpmdb; every call here names `_dbpath` explicitly and runs
 with HOME in work/rpm/, so no ~/.rpmmacros leaks in and nothing is written outside the build dir.
@@ -13,15 +18,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from .context import BuildContext
 from .errors import BuildError
+from .formats.mtree import Meta, read_mtree, write_mtree
 from .log import step
 from .run import run
+from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 
 log = logging.getLogger("xendemo")
 
@@ -30,6 +39,9 @@ PROVIDES_NAME = "xendemo-root-provides"
 NEEDED_FOR = "install the profile's rpms into root/"
 QUERY_FORMAT = "%{NAME} %{VERSION}-%{RELEASE} %{ARCH}\\n"
 LIST_FORMAT = "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}\\n"
+FILES_FORMAT = "[%{FILENAMES}\\t%{FILEUSERNAME}\\t%{FILEGROUPNAME}\\t%{FILEMODES:octal}\\n]"
+KINDS = {stat.S_IFDIR: DIR, stat.S_IFREG: FILE, stat.S_IFLNK: SYMLINK, stat.S_IFCHR: CHAR,
+         stat.S_IFBLK: BLOCK, stat.S_IFIFO: FIFO}
 
 PROVIDES_SPEC = """\
 Name: {name}
@@ -49,6 +61,13 @@ FILE_CONFLICT_RE = re.compile(r"^\tfile (\S+) from install of (\S+) conflicts wi
 INSTALLS_CONFLICT_RE = re.compile(r"^\tfile (\S+) conflicts between attempted installs of (\S+) and (\S+)$")
 CONFLICT_RE = re.compile(r"^\t(.+) conflicts with (\(installed\) )?(\S+)$")
 ARCH_RE = re.compile(r"package (\S+) is intended for a different architecture")
+USERNS_SCRIPT = """\
+for f in passwd group; do
+    if [ -f "$1/etc/$f" ] && [ ! -L "$1/etc/$f" ]; then mount --bind "$2/$f" "$1/etc/$f" || exit 1; fi
+done
+shift 2
+exec "$@"
+"""
 
 
 @dataclass(frozen=True)
@@ -72,9 +91,23 @@ class Rpm:
         self.root = root
         self.home = ctx.work / "rpm" / "home"
         self.home.mkdir(parents=True, exist_ok=True)
+        self.ids = ctx.work / "rpm" / "ids"
+        if os.geteuid() != 0:
+            self.ids.mkdir(exist_ok=True)
+            (self.ids / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+            (self.ids / "group").write_text("root:x:0:\n")
 
     def argv(self, *args: str | Path) -> list[str | Path]:
-        return ["rpm", "--root", self.root, "--define", f"_dbpath {DBPATH}", *args]
+        rpm: list[str | Path] = ["rpm", "--root", self.root, "--define", f"_dbpath {DBPATH}", *args]
+        if os.geteuid() == 0:
+            return rpm
+        # A normal user cannot chroot (rpm does, for --root and the scriptlets): rpm runs as root of
+        # an unprivileged user namespace, where only root (the user outside) exists.  rpm chowns
+        # each file to its owner in root/etc/passwd and group, which fails for any other id there:
+        # in a private mount namespace those two files show root alone, and rpm falls back to
+        # root.  The CD's owners come from the headers (owners.mtree), not from the disk.
+        return ["unshare", "--map-root-user", "--mount", "sh", "-c", USERNS_SCRIPT, "sh",
+                self.root, self.ids, *rpm]
 
     def __call__(self, *args: str | Path, check: bool = True) -> tuple[int, str, str]:
         proc = run(self.argv(*args), needed_for=NEEDED_FOR, capture=True, check=check,
@@ -94,7 +127,11 @@ class Rpm:
 
 def install_packages(ctx: BuildContext) -> None:
     rpms = ctx.profile.rpms
-    if not rpms:
+    added_before = _read_names(ctx, "added")
+    owners = owners_mtree(ctx)
+    if owners.exists():
+        owners.unlink()
+    if not rpms and not added_before:
         return
     with step("Applying rpms to root/"):
         root_rpm = Rpm(ctx, ctx.root)
@@ -104,7 +141,7 @@ def install_packages(ctx: BuildContext) -> None:
         for p in packages:
             if p not in adds:
                 log.info("    %s already installed", p.nevra)
-        removed_before = _removed_record(ctx)
+        removed_before = _read_names(ctx, "removed")
         removes = []
         for i, name in enumerate(rpms.remove):
             if name in installed:
@@ -112,19 +149,27 @@ def install_packages(ctx: BuildContext) -> None:
             elif name not in removed_before:
                 raise BuildError(f"{ctx.profile.at(f'rpms.remove[{i}]')}: rpms.remove[{i}]: {name!r} is not "
                                  f"installed in root/; drop it from rpms.remove")
+        listed = {p.name for p in packages}
+        dropped = [n for n in sorted(added_before - listed) if n in installed and n not in removes]
+        for name in dropped:
+            log.info("    removing %s: no longer in rpms.add", name)
+        removes += dropped
         provides = _provides_package(ctx, installed)
         if provides is None and PROVIDES_NAME in installed and not rpms.provides:
             removes.append(PROVIDES_NAME)
         if not adds and not removes and provides is None:
             log.info("    nothing to change")
         else:
-            _dry_run(ctx, root_rpm, adds, removes, provides)
+            _dry_run(ctx, root_rpm, adds, removes, provides, dropped)
             _apply(ctx, root_rpm, adds, removes, provides)
-            _record_removed(ctx, removed_before | set(removes))
+            _write_names(ctx, "removed", removed_before | (set(removes) & set(rpms.remove)))
+        # What xendemo installed, and only that, is erased when rpms.add stops listing it.
+        _write_names(ctx, "added", (added_before & listed) | {p.name for p in adds})
+        _record_owners(ctx, root_rpm, packages)
         _, out, _ = root_rpm("-qa", "--qf", LIST_FORMAT) if root_rpm.has_db() else (0, "", "")
-        listed = sorted(line for line in out.splitlines() if line)
-        (ctx.stage / "packages").write_text("".join(f"{line}\n" for line in listed))
-        log.info("    %d packages in root/", len(listed))
+        names = sorted(line for line in out.splitlines() if line)
+        (ctx.stage / "packages").write_text("".join(f"{line}\n" for line in names))
+        log.info("    %d packages in root/", len(names))
 
 
 def _query(ctx: BuildContext, index: int, given: str) -> Package:
@@ -186,7 +231,7 @@ def _provides_package(ctx: BuildContext, installed: dict[str, str]) -> Path | No
 
 
 def _dry_run(ctx: BuildContext, root_rpm: Rpm, adds: list[Package], removes: list[str],
-             provides: Path | None) -> None:
+             provides: Path | None, dropped: list[str]) -> None:
     """Apply the set to a copy of root/'s database only; any problem stops the build, root/ untouched."""
     check = ctx.work / "rpm" / "check"
     if check.exists():
@@ -202,7 +247,7 @@ def _dry_run(ctx: BuildContext, root_rpm: Rpm, adds: list[Package], removes: lis
     problems: list[str] = []
     if adds:
         code, _, err = check_rpm("-U", "--oldpackage", "--test", *[p.path for p in adds], check=False)
-        problems += _problems(ctx, err, adds, removes)
+        problems += _problems(ctx, err, adds, removes, dropped)
         if code != 0 and not problems:
             problems.append(f"{ctx.profile.at('rpms.add')}: rpms.add: rpm refused the set: "
                             f"{_last_error(err)}")
@@ -211,14 +256,15 @@ def _dry_run(ctx: BuildContext, root_rpm: Rpm, adds: list[Package], removes: lis
                       *[p.path for p in adds])
     if removes and not problems:
         code, _, err = check_rpm("-e", "--test", *removes, check=False)
-        problems += _problems(ctx, err, adds, removes)
+        problems += _problems(ctx, err, adds, removes, dropped)
         if code != 0 and not problems:
             problems.append(f"{ctx.profile.at('rpms.remove')}: rpms.remove: rpm refused: {_last_error(err)}")
     if problems:
         raise BuildError("\n".join(dict.fromkeys(problems)))
 
 
-def _problems(ctx: BuildContext, stderr: str, adds: list[Package], removes: list[str]) -> list[str]:
+def _problems(ctx: BuildContext, stderr: str, adds: list[Package], removes: list[str],
+              dropped: list[str]) -> list[str]:
     """rpm's complaints, one line each, at the profile item they are about."""
     by_nevra = {p.nevra: p for p in adds}
     by_name = {p.name: p for p in adds}
@@ -230,7 +276,10 @@ def _problems(ctx: BuildContext, stderr: str, adds: list[Package], removes: list
     def at_package(nevra: str, problem: str) -> str:
         if nevra in by_nevra:
             return at_add(by_nevra[nevra], problem)
-        name = nevra.rsplit("-", 2)[0]
+        name = nevra if nevra in removes else nevra.rsplit("-", 2)[0]
+        if name in dropped:
+            return f"{ctx.profile.at('rpms.add')}: rpms.add: {name} (added by an earlier make, no longer " \
+                   f"listed, so removed): {problem}"
         if name in removes and name != PROVIDES_NAME:
             key = f"rpms.remove[{ctx.profile.rpms.remove.index(name)}]"
             return f"{ctx.profile.at(key)}: {key} {name}: {problem}"
@@ -282,13 +331,84 @@ def _apply(ctx: BuildContext, root_rpm: Rpm, adds: list[Package], removes: list[
         root_rpm("-e", *scripts, *removes)
 
 
-def _removed_record(ctx: BuildContext) -> set[str]:
-    """Names an earlier make already removed, so re-running with the same profile is no error."""
-    record = ctx.work / "rpm" / "removed"
-    return set(record.read_text().split()) if record.is_file() else set()
+def _read_names(ctx: BuildContext, record: str) -> set[str]:
+    """work/rpm/removed: names an earlier make removed, so re-running with the same profile is no
+    error.  work/rpm/added: names xendemo installed, to erase when rpms.add no longer lists them."""
+    path = ctx.work / "rpm" / record
+    return set(path.read_text().split()) if path.is_file() else set()
 
 
-def _record_removed(ctx: BuildContext, names: set[str]) -> None:
-    record = ctx.work / "rpm" / "removed"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text("".join(f"{n}\n" for n in sorted(names)))
+def _write_names(ctx: BuildContext, record: str, names: set[str]) -> None:
+    path = ctx.work / "rpm" / record
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{n}\n" for n in sorted(names)))
+
+
+# ---- owners from the package headers ---------------------------------------------------------
+
+def owners_mtree(ctx: BuildContext) -> Path:
+    return ctx.work / "rpm" / "owners.mtree"
+
+
+def _ids(ctx: BuildContext, name: str) -> tuple[dict[str, int], str]:
+    """name -> id from the etc/passwd or etc/group the CD will have: rootpatch's if it has one
+    (it is copied over root/ after the packages), else root/'s."""
+    for top, shown in ((ctx.rootpatch, "rootpatch"), (ctx.root, "root")):
+        path = top / "etc" / name
+        if path.is_file():
+            ids = {}
+            for line in path.read_text(errors="replace").splitlines():
+                fields = line.split(":")
+                if len(fields) >= 3 and fields[2].isdigit():
+                    ids.setdefault(fields[0], int(fields[2]))
+            return ids, f"{shown}/etc/{name}"
+    return {}, f"rootpatch/etc/{name}"
+
+
+def _record_owners(ctx: BuildContext, root_rpm: Rpm, packages: list[Package]) -> None:
+    """The non-0:0 owners and the setuid/setgid/sticky modes the headers of rpms.add declare, as
+    work/rpm/owners.mtree (root.mtree's format)."""
+    if not packages:
+        return
+    users, passwd = _ids(ctx, "passwd")
+    groups, group = _ids(ctx, "group")
+    by_name = {p.name: p for p in packages}
+    problems: dict[tuple[str, str, str], str] = {}  # one line per package and missing name
+    nodes: dict[str, Node] = {}
+    for name, p in by_name.items():
+        _, out, _ = root_rpm("-q", "--qf", FILES_FORMAT, name)
+        where = f"{ctx.profile.at(f'rpms.add[{p.index}]')}: rpms.add[{p.index}] {p.given}"
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if len(fields) != 4 or not fields[0].startswith("/"):
+                continue
+            path, user, grp, mode_text = fields
+            mode = int(mode_text, 8)
+            kind = KINDS.get(stat.S_IFMT(mode))
+            rel = path.strip("/")
+            if kind is None or not rel or not os.path.lexists(ctx.root / rel):
+                continue  # %ghost, --excludedocs and the like: not on disk, not on the CD
+            uid, gid = users.get(user), groups.get(grp)
+            if uid is None:
+                problems.setdefault((name, "user", user), (
+                    f"{where}: {path} is owned by user {user}, which {passwd} does not list; "
+                    f"add it to rootpatch/etc/passwd or add a package that creates it"))
+            if gid is None:
+                problems.setdefault((name, "group", grp), (
+                    f"{where}: {path} is owned by group {grp}, which {group} does not list; "
+                    f"add it to rootpatch/etc/group or add a package that creates it"))
+            if uid is not None and gid is not None and ((uid, gid) != (0, 0) or mode & 0o7000):
+                nodes[rel] = Node(rel, kind, stat.S_IMODE(mode), uid=uid, gid=gid)
+    if problems:
+        raise BuildError("\n".join(problems.values()))
+    write_mtree(sorted(nodes.values(), key=lambda n: n.path.split("/")), owners_mtree(ctx))
+    log.info("    %d packaged files with owners or modes from their headers", len(nodes))
+
+
+def package_owners(ctx: BuildContext, nodes: list[Node], root_meta: dict[str, Meta]) -> dict[str, Meta]:
+    """work/rpm/owners.mtree without the paths root.mtree lists (root.mtree wins) and without the
+    paths that are no longer what the package made (rootpatch put something else there)."""
+    kinds = {n.path: FILE if n.kind == HARDLINK else n.kind for n in nodes}
+    entries = read_mtree(owners_mtree(ctx), "work/rpm/owners.mtree")
+    return {rel: meta for rel, meta in entries.items()
+            if rel not in root_meta and kinds.get(rel) == meta.kind}
