@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pycdlib
 import pytest
+from click.testing import CliRunner
 
 from test_rootless import (  # the unprivileged runtime under /tmp, and its `rootless` fixture
     DROP,
@@ -26,6 +27,7 @@ from test_rootless import (  # the unprivileged runtime under /tmp, and its `roo
     rootless,  # noqa: F401
 )
 from xendemo_build.boot import boot_iso
+from xendemo_build.cli import main
 from xendemo_build.errors import BuildError
 from xendemo_build.make import build
 from xendemo_build.profile import Rpms, load_profile
@@ -236,6 +238,10 @@ def test_install_reaches_the_cd(demo_dir: Path, tmp_path: Path, rpms: dict[str, 
     assert [p for p in packages if not p.startswith("xendemo-root-provides-1-")] == [
         "greeting-data-1.0-1.noarch", "hello-1.0-1.noarch"]
     assert len(packages) == 3 and packages[2].endswith(".noarch")
+    # `xendemo packages` shows the list for the CD and for the build dir
+    for target in (iso, build_dir):
+        shown = CliRunner().invoke(main, ["packages", str(target)])
+        assert (shown.exit_code, shown.output) == (0, "".join(f"{p}\n" for p in packages))
 
     # the same profile again: nothing reinstalled
     names = ("hello", "greeting-data", "xendemo-root-provides")
@@ -503,3 +509,11 @@ def test_packaged_files_in_the_running_system(demo_dir: Path, tmp_path: Path, rp
     result = boot_iso(iso, entry=3, log_path=log, timeout=300)
     assert result.reached, "\n".join(result.tail)
     assert "pkg: hello from an rpm + posted" in log.read_text()
+
+
+def test_packages_of_a_cd_without_rpms(demo_iso: Path, demo_dir: Path) -> None:
+    shown = CliRunner().invoke(main, ["packages", str(demo_iso)])
+    assert (shown.exit_code, shown.output) == (
+        1, f"Error: {demo_iso}: /XenDemoCD/packages: not in the image; this CD was built without rpms\n")
+    shown = CliRunner().invoke(main, ["packages", str(demo_dir)])
+    assert (shown.exit_code, shown.output) == (0, "")

@@ -129,3 +129,13 @@ def unpack(iso: Path, build_dir: Path, force: bool) -> None:
     if found.relocated:
         click.echo(f"  relocated into /usr/root: {', '.join('/' + p for p in found.relocated)}")
     click.echo(f"unpacked into {build_dir}; rebuild with: xendemo make {found.version} -C {build_dir}")
+
+
+@main.command()
+@click.argument("target", type=click.Path(exists=True, path_type=Path))
+def packages(target: Path) -> None:
+    """List the rpms installed on a CD (ISO) or in a build dir's root/."""
+    from .rpm import list_packages
+
+    for name in list_packages(target):
+        click.echo(name)

@@ -26,12 +26,11 @@ from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
 from .rpm import install_packages, package_owners
-from .split import split_tree
+from .split import CD_DIR, split_tree
 from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes
 
 log = logging.getLogger("xendemo")
 
-CD_DIR = "XenDemoCD"
 BOOT_CATALOG = "boot/boot.cat"
 INPUT_DIRS = ("rootpatch", "irtree", "grub", "profiles")
 

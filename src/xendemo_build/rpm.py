@@ -27,9 +27,11 @@ from pathlib import Path
 
 from .context import BuildContext
 from .errors import BuildError
+from .formats.isoread import IsoReader
 from .formats.mtree import Meta, read_mtree, write_mtree
 from .log import step
 from .run import run
+from .split import CD_DIR
 from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 
 log = logging.getLogger("xendemo")
@@ -87,11 +89,11 @@ class Package:
 class Rpm:
     """rpm with a root, the database path pinned, and HOME kept inside the build dir."""
 
-    def __init__(self, ctx: BuildContext, root: Path):
+    def __init__(self, work: Path, root: Path):
         self.root = root
-        self.home = ctx.work / "rpm" / "home"
+        self.home = work / "rpm" / "home"
         self.home.mkdir(parents=True, exist_ok=True)
-        self.ids = ctx.work / "rpm" / "ids"
+        self.ids = work / "rpm" / "ids"
         if os.geteuid() != 0:
             self.ids.mkdir(exist_ok=True)
             (self.ids / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -134,7 +136,7 @@ def install_packages(ctx: BuildContext) -> None:
     if not rpms and not added_before:
         return
     with step("Applying rpms to root/"):
-        root_rpm = Rpm(ctx, ctx.root)
+        root_rpm = Rpm(ctx.work, ctx.root)
         packages = [_query(ctx, i, given) for i, given in enumerate(rpms.add)]
         installed = root_rpm.installed()
         adds = [p for p in packages if installed.get(p.name) != p.evr]
@@ -182,7 +184,7 @@ def _query(ctx: BuildContext, index: int, given: str) -> Package:
     # rpm opens (and creates) the database of its --root even for -qp: not root/'s.
     scratch = ctx.work / "rpm" / "query"
     scratch.mkdir(parents=True, exist_ok=True)
-    code, out, err = Rpm(ctx, scratch)("-qp", "--qf", QUERY_FORMAT, path, check=False)
+    code, out, err = Rpm(ctx.work, scratch)("-qp", "--qf", QUERY_FORMAT, path, check=False)
     fields = out.split()
     if code != 0 or len(fields) != 3 or "\n" in out.strip():
         reason = _last_error(err) or "no package header"
@@ -239,7 +241,7 @@ def _dry_run(ctx: BuildContext, root_rpm: Rpm, adds: list[Package], removes: lis
     db = check / DBPATH.lstrip("/")
     if root_rpm.has_db():
         shutil.copytree(root_rpm.root / DBPATH.lstrip("/"), db, symlinks=True)
-    check_rpm = Rpm(ctx, check)
+    check_rpm = Rpm(ctx.work, check)
     if not db.is_dir():
         check_rpm("--initdb")
     if provides is not None:
@@ -412,3 +414,23 @@ def package_owners(ctx: BuildContext, nodes: list[Node], root_meta: dict[str, Me
     entries = read_mtree(owners_mtree(ctx), "work/rpm/owners.mtree")
     return {rel: meta for rel, meta in entries.items()
             if rel not in root_meta and kinds.get(rel) == meta.kind}
+
+
+def list_packages(target: Path) -> list[str]:
+    """NAME-VERSION-RELEASE.ARCH installed: a CD's XenDemoCD/packages, or a build dir's root/."""
+    if target.is_dir():
+        if not (target / "root").is_dir():
+            raise BuildError(f"{target}: no root/; give a build dir or a CD")
+        rpm = Rpm(target / "work", target / "root")
+        if not rpm.has_db():
+            return []
+        _, out, _ = rpm("-qa", "--qf", LIST_FORMAT)
+        return sorted(out.split())
+    with IsoReader(target) as cd:
+        try:
+            data = cd.read_file(f"{CD_DIR}/packages", 1 << 20)
+        except BuildError as e:
+            if str(e).endswith("not in the image"):
+                raise BuildError(f"{e}; this CD was built without rpms") from None
+            raise
+    return data.decode(errors="replace").split()

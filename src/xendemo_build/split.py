@@ -13,7 +13,8 @@ from .errors import BuildError
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node, sort_nodes
 
 USR_ROOT = "root"          # relocated paths live at /usr/root/<path>
-RESERVED_ON_CD = ("boot", "XenDemoCD")
+CD_DIR = "XenDemoCD"       # root.tar.gz, the build records and inputs, on the CD
+RESERVED_ON_CD = ("boot", CD_DIR)
 
 
 def split_tree(nodes: list[Node], relocate: tuple[str, ...]) -> tuple[list[Node], list[Node]]:

@@ -34,10 +34,9 @@ from .formats.mtree import write_mtree
 from .formats.untar import extract_tar
 from .lock import LOCK_NAME, build_lock
 from .log import Progress, step
-from .make import CD_DIR
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
 from .profile import load_profile
-from .split import USR_ROOT
+from .split import CD_DIR, USR_ROOT
 from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node, sort_nodes
 
 log = logging.getLogger("xendemo")
