@@ -101,3 +101,24 @@ def test_sigkill_during_unpack_leaves_no_half_build_dir(demo_iso: Path, tmp_path
     assert done.returncode == 0, done.stderr
     assert sorted(p.relative_to(build_dir).as_posix() for p in build_dir.rglob("*")) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unpacked"]  # stale scratch dirs removed
+
+
+def test_ctrl_c_stops_make_with_one_line(demo_dir: Path, tmp_path: Path) -> None:
+    build_dir = tmp_path / "demo"
+    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "*.log"))
+    iso = build_dir / "xendemo-1.0.iso"
+    proc = subprocess.Popen(make_argv(build_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:  # interrupt in the middle: once the initrd is being built
+        if "Building the initrd" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait() == 130
+    assert rest.splitlines()[-1] == "xendemo: interrupted"
+    assert "Traceback" not in rest
+    assert not iso.exists()
+    assert [p.name for p in build_dir.rglob(".*.tmp")] == []
+    # and the lock is free again
+    subprocess.run(make_argv(build_dir), check=True, capture_output=True)
+    assert iso.exists()
