@@ -35,6 +35,7 @@ import pytest
 
 from test_unpack import _extract_tree, _strip_inputs, _xorriso_master
 from xendemo_build import kmod
+from xendemo_build.boot import boot_iso
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.profile import load_profile
 
@@ -57,6 +58,12 @@ MTREE_EXTRA = """\
 ./etc/owned uid=1234 gid=1234
 ./usr/share/xendemo/owned uid=1234 gid=1234
 ./var/mail type=dir gid=8 mode=02775
+"""
+# The booted system shows what the disk could not hold for nobody.
+SHOW_OWNERS = """\
+for f in /etc/owned /usr/bin/demo-suid /dev/console /etc/inittab; do
+\tstat -c 'owners: %n %u:%g %a %F' "$f"
+done
 """
 # Written (and made setuid) by the user who builds: nobody may chmod u+s its own file.
 SETUP = """\
@@ -148,6 +155,8 @@ def _build_dir(demo_dir: Path, dest: Path) -> None:
     (parts / "modules").symlink_to(f"lib/modules/{moddir.name}")
     with (dest / "root.mtree").open("a") as mtree:
         mtree.write(MTREE_EXTRA)
+    with (dest / "rootpatch/etc/init.d/rcS").open("a") as rcs:
+        rcs.write(SHOW_OWNERS)
 
 
 def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
@@ -359,3 +368,17 @@ def test_unpack_foreign_as_user_keeps_owners_and_modes(rootless: Rootless,
     assert rebuilt.tar == as_root.tar, _differences(as_root.tar, rebuilt.tar)
     assert rebuilt.rr == as_root.rr
     assert rebuilt.rr["/bin/demo-suid"] == (stat.S_IFREG | 0o4755, 0, 0)
+
+
+@pytest.mark.boot
+def test_cd_built_by_nobody_boots_with_the_declared_owners(rootless_cds: tuple[Cd, Cd],
+                                                            tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    result = boot_iso(rootless_cds[1].path, entry=3, log_path=log, timeout=300)
+    assert result.reached, "\n".join(result.tail)
+    text = log.read_text()
+    for line in ("owners: /etc/owned 1234:1234 644 regular file",
+                 "owners: /usr/bin/demo-suid 0:0 4755 regular file",
+                 "owners: /dev/console 0:0 600 character special file",
+                 "owners: /etc/inittab 0:0 644 regular file"):
+        assert line in text
