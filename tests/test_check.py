@@ -279,6 +279,19 @@ def test_total_over_a_dvd(build: Path) -> None:
                           f"8.5 GB of a dual-layer DVD; leave files out of root/")
 
 
+def test_over_the_profiles_media_size(build: Path) -> None:
+    profile = build / "profiles/demo.yaml"
+    text = profile.read_text().replace("relocate: [bin, lib, sbin]\n",
+                                       "relocate: [bin, lib, sbin]\nmedia_size: 1M\n")
+    profile.write_text(text)
+    line = text.splitlines().index("media_size: 1M") + 1
+    total = sum(part(build, p).stat().st_size for p in ("xen.gz", "vmlinuz", "stage2_eltorito"))
+    total += sum(f.stat().st_size for f in (build / "root").rglob("*") if f.is_file() and not f.is_symlink())
+    assert_refused(build, f"demo/profiles/demo.yaml:{line}: media_size: root/ and the boot parts hold "
+                          f"{total / 2**20:.0f} MiB, over the medium's 1 MiB; leave files out of root/ "
+                          f"or give a bigger medium")
+
+
 def test_tree_too_deep(build: Path) -> None:
     deep = build / "root" / "usr" / "/".join(["d"] * 64)
     deep.mkdir(parents=True)

@@ -36,7 +36,8 @@ menu:
       xen: false
 """
 
-UNKNOWN_TOP = "unknown key; known keys here: boot, initrd, menu, name, relocate, rpms, volume_label"
+UNKNOWN_TOP = ("unknown key; known keys here: boot, initrd, media_size, menu, name, relocate, rpms, "
+               "volume_label")
 UNKNOWN_ENTRY = "unknown key; known keys here: linux_args, runlevel, title, xen, xen_args"
 FIX_LABEL = "use 1-32 of A-Z, 0-9 and _ (ISO 9660 d-characters)"
 
@@ -330,3 +331,11 @@ def test_cli_no_profile(broken_build_dir: Path) -> None:
 def test_cli_missing_named_profile(broken_build_dir: Path) -> None:
     expected = "Error: build/profiles/nosuch.yaml: profile not found; create it or pick one with --profile\n"
     assert invoke(["make", "1.1", "-C", str(broken_build_dir), "--profile", "nosuch"]) == (1, "", expected)
+
+
+def test_media_size(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "media_size: 700M\n")
+    assert load_profile(path).media_bytes == 700 << 20
+    path = write(tmp_path, GOOD + "media_size: 4.7G\n")
+    assert error_of(path) == (f"{path}:15: media_size: '4.7G' is not valid; give a size such as 700M "
+                              f"or 4G")

@@ -239,6 +239,10 @@ def check_root_tree(ctx: BuildContext) -> str:
                 raise BuildError(f"root/{path}: {st.st_size / GIB:.1f} GiB; an ISO 9660 file must be "
                                  f"under 4 GiB; split it or leave it out")
             total += st.st_size
+    if ctx.profile.media_bytes is not None and total > ctx.profile.media_bytes:
+        raise BuildError(f"{ctx.profile.at('media_size')}: media_size: root/ and the boot parts hold "
+                         f"{total / MIB:.0f} MiB, over the medium's {ctx.profile.media_bytes / MIB:.0f} MiB; "
+                         f"leave files out of root/ or give a bigger medium")
     if total > MEDIA_BYTES:
         raise BuildError(f"{ctx.root}: root/ and the boot parts hold {total / 1e9:.1f} GB, over the "
                          f"{MEDIA_BYTES / 1e9:.1f} GB of a dual-layer DVD; leave files out of root/")

@@ -18,6 +18,7 @@ from .errors import BuildError
 
 MAX_PROFILE_BYTES = 1 << 20
 LABEL_RE = re.compile(r"[A-Z0-9_]{1,32}")
+MEDIA_RE = re.compile(r"[1-9]\d*[KMG]")
 SIZE_RE = re.compile(r"\d+[KMG]?(,(min|max):\d+[KMG]?)*")
 MODULE_RE = re.compile(r"[A-Za-z0-9_-]+")
 # rpm package names; a Provides is a name or an absolute path (rpm's file provides).
@@ -85,6 +86,7 @@ class Profile:
     initrd_modules: tuple[str, ...]
     menu: Menu
     relocate: tuple[str, ...]
+    media_bytes: int | None = None  # the medium's capacity, from media_size
     rpms: Rpms = Rpms()
     # "boot.xen" -> "profiles/demo.yaml:7", for errors found after parsing.
     where: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -299,6 +301,7 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
         }),
         "menu": lambda n, k: _menu(r, n, k),
         "relocate": lambda n, k: r.sequence(n, k, _relocated(r)),
+        "media_size": lambda n, k: size_bytes(r.string(n, k, MEDIA_RE, "give a size such as 700M or 4G")),
         "rpms": lambda n, k: _rpms(r, n, k),
     }, required=("volume_label", "boot", "menu"))
     return Profile(
@@ -309,6 +312,7 @@ def load_profile(path: Path, *, shown: str | None = None) -> Profile:
         initrd_modules=values.get("initrd", {}).get("modules", ()),
         menu=values["menu"],
         relocate=values.get("relocate", ("bin", "lib", "sbin")),
+        media_bytes=values.get("media_size"),
         rpms=values.get("rpms", Rpms()),
         where=r.where,
     )
@@ -320,3 +324,8 @@ def _refuse_aliases(text: str, shown: str) -> None:
         if isinstance(event, yaml.AliasEvent):
             raise BuildError(f"{shown}:{event.start_mark.line + 1}: YAML aliases (*name) are not "
                              f"allowed in profiles; write the value out")
+
+
+def size_bytes(text: str) -> int:
+    """Bytes in a size such as "700M" (K, M, G are powers of 1024)."""
+    return int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]]
