@@ -52,8 +52,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchlib import SEED, Timing, note, run_timed, text_pool
 
 from xendemo_build.demo import run_demo
 from xendemo_build.menu import KERNEL, MENU_LST, STAGE2, XEN
@@ -61,8 +62,6 @@ from xendemo_build.parts import fetch_parts
 from xendemo_build.profile import load_profile
 
 XENDEMO = Path(sys.executable).with_name("xendemo")
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-SEED = 20031001
 EPOCH = 1065000000  # SOURCE_DATE_EPOCH for every build (October 2003)
 MAX_SIZE = 32 << 20
 BLOCK = 8 << 10
@@ -71,51 +70,7 @@ USR_BYTES, USR_FILES = 1_100_000_000, 27_000
 REST_BYTES, REST_FILES = 60_000_000, 3_000
 
 
-@dataclass
-class Timing:
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    rss_kib: int = 0
-    steps: list[dict[str, float]] = field(default_factory=list)
-    error: str = ""
-
-
-def note(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def run_timed(argv: list[str], timing: Timing, log: Path, env: dict[str, str] | None = None) -> bool:
-    """Run argv as a fresh process; record wall, CPU (wait4) and peak RSS (GNU time). False on failure."""
-    rss_file = log.with_suffix(".rss")
-    wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if GNU_TIME else argv
-    with log.open("wb") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - start
-        code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        timing.error = f"exit {code}: " + log.read_text(errors="replace").strip()[-3000:]
-        return False
-    timing.wall.append(wall)
-    timing.cpu.append(usage.ru_utime + usage.ru_stime)
-    rss = int(rss_file.read_text().split()[-1]) if GNU_TIME else usage.ru_maxrss
-    timing.rss_kib = max(timing.rss_kib, rss)
-    return True
-
-
 # -- the big tree -------------------------------------------------------------------------------
-
-def _text_pool(rng: random.Random, size: int) -> bytes:
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_./-=") for _ in range(rng.randint(2, 12)))
-             for _ in range(6000)]
-    out, n = [], 0
-    while n < size:
-        line = " ".join(rng.choices(words, k=rng.randint(3, 14))) + "\n"
-        out.append(line)
-        n += len(line)
-    return "".join(out).encode()[:size]
-
 
 def _sizes(rng: random.Random, count: int, total: int) -> list[int]:
     """Log-normal (sigma 2.2: median about 1/11 of the mean), scaled so they sum to about total."""
@@ -172,7 +127,7 @@ def make_tree(top: Path, rng: random.Random, pool: bytes, *, files: int, total: 
 def make_big_build_dir(demo: Path, big: Path, scale: float) -> tuple[int, int, int, int]:
     shutil.copytree(demo, big, symlinks=True, ignore=shutil.ignore_patterns("work", "*.iso", "*.log"))
     rng = random.Random(SEED)
-    pool = _text_pool(rng, 4 << 20)
+    pool = text_pool(rng, 4 << 20, alphabet="abcdefghijklmnopqrstuvwxyz_./-=", words=6000)
     usr_files, rest_files = max(1, round(USR_FILES * scale)), max(2, round(REST_FILES * scale))
     usr_bytes, rest_bytes = int(USR_BYTES * scale), int(REST_BYTES * scale)
     counts = [make_tree(big / "root/usr/share/bench", rng, pool, files=usr_files, total=usr_bytes,

@@ -32,49 +32,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchlib import GNU_TIME, SEED, Timing, note, run_timed, text_pool
 
 from xendemo_build.demo import run_demo
 from xendemo_build.parts import fetch_parts
 
 XENDEMO = Path(sys.executable).with_name("xendemo")
-GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-SEED = 20031001
 MAX_SIZE = 40 << 10
-
-
-@dataclass
-class Timing:
-    wall: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    rss_kib: int = 0
-    error: str = ""
-
-
-def run_timed(argv: list[str], timing: Timing, log: Path) -> bool:
-    """Run argv as a fresh process; record wall, CPU (wait4) and peak RSS. False on failure.
-
-    A child forked from this (big) Python process inherits its RSS high-water mark through
-    exec, so with GNU time the peak RSS is GNU time's (%M, its child's tree); without it,
-    wait4's ru_maxrss, which is at least this process's own RSS (RSS_FLOOR_KIB).
-    """
-    rss_file = log.with_suffix(".rss")
-    wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if GNU_TIME else argv
-    with log.open("wb") as out:
-        start = time.monotonic()
-        proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        timing.error = f"exit {proc.returncode}: " + log.read_text(errors="replace").strip()
-        return False
-    timing.wall.append(wall)
-    timing.cpu.append(usage.ru_utime + usage.ru_stime)
-    rss = int(rss_file.read_text().split()[-1]) if GNU_TIME else usage.ru_maxrss
-    timing.rss_kib = max(timing.rss_kib, rss)
-    return True
 
 
 def c_pipeline(iso: Path, dest: Path) -> list[str]:
@@ -120,17 +86,6 @@ def count_c_output(dest: Path) -> tuple[int, int]:
 
 # -- the big tree -------------------------------------------------------------------------------
 
-def _text_pool(rng: random.Random, size: int) -> bytes:
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz_") for _ in range(rng.randint(2, 12)))
-             for _ in range(4000)]
-    out, n = [], 0
-    while n < size:
-        line = " ".join(rng.choices(words, k=rng.randint(3, 14))) + "\n"
-        out.append(line)
-        n += len(line)
-    return "".join(out).encode()[:size]
-
-
 def _size(rng: random.Random) -> int:
     return min(MAX_SIZE, int((MAX_SIZE + 1) ** rng.random()) - 1)
 
@@ -167,7 +122,7 @@ def make_big_build_dir(demo: Path, big: Path, total: int) -> tuple[int, int, int
     shutil.copytree(demo, big, symlinks=True,
                     ignore=shutil.ignore_patterns("work", "*.iso", "*.log"))
     rng = random.Random(SEED)
-    pool = _text_pool(rng, 2 << 20)
+    pool = text_pool(rng, 2 << 20, alphabet="abcdefghijklmnopqrstuvwxyz_", words=4000)
     usr_files = round(total * 0.9)
     small = total - usr_files
     counts = [make_tree(big / "root/usr/share/bench", rng, pool, files=usr_files,
@@ -189,10 +144,6 @@ def row(name: str, ours: Timing, theirs: Timing) -> str:
     ratio = ("n/a" if ours.error or theirs.error else
              f"{statistics.median(ours.wall) / statistics.median(theirs.wall):.1f}x")
     return f"{name:<10} {cell(ours)}   {cell(theirs)}   {ratio:>6}"
-
-
-def note(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def main() -> None:

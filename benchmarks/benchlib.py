@@ -1,0 +1,63 @@
+"""What the benchmark scripts share: timing a fresh process, progress notes, text-like data."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+SEED = 20031001
+
+
+@dataclass
+class Timing:
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    rss_kib: int = 0
+    steps: list[dict[str, float]] = field(default_factory=list)
+    error: str = ""
+
+
+def note(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def run_timed(argv: list[str], timing: Timing, log: Path, env: dict[str, str] | None = None) -> bool:
+    """Run argv as a fresh process; record wall, CPU (wait4) and peak RSS. False on failure.
+
+    A child forked from this (big) Python process inherits its RSS high-water mark through
+    exec, so with GNU time the peak RSS is GNU time's (%M, its child's tree); without it,
+    wait4's ru_maxrss, which is at least this process's own RSS.
+    """
+    rss_file = log.with_suffix(".rss")
+    wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if GNU_TIME else argv
+    with log.open("wb") as out:
+        start = time.monotonic()
+        proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - start
+        code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        timing.error = f"exit {code}: " + log.read_text(errors="replace").strip()[-3000:]
+        return False
+    timing.wall.append(wall)
+    timing.cpu.append(usage.ru_utime + usage.ru_stime)
+    rss = int(rss_file.read_text().split()[-1]) if GNU_TIME else usage.ru_maxrss
+    timing.rss_kib = max(timing.rss_kib, rss)
+    return True
+
+
+def text_pool(rng: random.Random, size: int, *, alphabet: str, words: int) -> bytes:
+    """`size` bytes of text-like lines made of `words` random words."""
+    vocabulary = ["".join(rng.choice(alphabet) for _ in range(rng.randint(2, 12))) for _ in range(words)]
+    out, n = [], 0
+    while n < size:
+        line = " ".join(rng.choices(vocabulary, k=rng.randint(3, 14))) + "\n"
+        out.append(line)
+        n += len(line)
+    return "".join(out).encode()[:size]
