@@ -51,13 +51,17 @@ def find_profile(build_dir: Path, choice: str | None) -> Path:
     raise BuildError(f"{build_dir}/profiles: several profiles ({names}); pick one with --profile NAME")
 
 
+def require_build_dir(build_dir: Path) -> None:
+    if not (build_dir / "root").is_dir():
+        raise BuildError(f"{build_dir.resolve()}: no root/ directory; this is not a build dir "
+                         f"(make one with `xendemo init -C DIR` or `xendemo unpack`)")
+
+
 def new_context(build_dir: Path, version: str, *, profile: str | None = None,
                 output: Path | None = None) -> BuildContext:
     build_dir = build_dir.resolve()
     check_version(version)
-    if not (build_dir / "root").is_dir():
-        raise BuildError(f"{build_dir}: no root/ directory; this is not a build dir "
-                         f"(make one with `xendemo init -C DIR` or `xendemo unpack`)")
+    require_build_dir(build_dir)
     profile_path = find_profile(build_dir, profile)
     shown = os.path.relpath(profile_path) if profile_path.is_relative_to(Path.cwd()) else str(profile_path)
     loaded: Profile = load_profile(profile_path, shown=shown)
@@ -72,9 +76,7 @@ def new_context(build_dir: Path, version: str, *, profile: str | None = None,
 def build(build_dir: Path, version: str, *, profile: str | None = None,
           output: Path | None = None) -> Path:
     """`xendemo make`: hold the build dir's lock, read the inputs, make the CD."""
-    if not (build_dir / "root").is_dir():
-        raise BuildError(f"{build_dir.resolve()}: no root/ directory; this is not a build dir "
-                         f"(make one with `xendemo init -C DIR` or `xendemo unpack`)")
+    require_build_dir(build_dir)
     with build_lock(build_dir):
         return make(new_context(build_dir, version, profile=profile, output=output))
 
