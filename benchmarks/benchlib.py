@@ -61,3 +61,12 @@ def text_pool(rng: random.Random, size: int, *, alphabet: str, words: int) -> by
         out.append(line)
         n += len(line)
     return "".join(out).encode()[:size]
+
+
+def add_symlinks(top: Path, rng: random.Random, made: list[str], dirs: list[str], count: int) -> None:
+    """`count` relative symlinks in random `dirs` to random files of `made` (paths under top)."""
+    for i in range(count):
+        target = rng.choice(made)
+        link = f"{rng.choice(dirs)}/l{i:05d}"
+        os.symlink(os.path.relpath(target, os.path.dirname(link)), top / link)
+

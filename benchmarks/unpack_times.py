@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import GNU_TIME, SEED, Timing, note, run_timed, text_pool
+from benchlib import GNU_TIME, SEED, Timing, add_symlinks, note, run_timed, text_pool
 
 from xendemo_build.demo import run_demo
 from xendemo_build.parts import fetch_parts
@@ -111,10 +111,7 @@ def make_tree(top: Path, rng: random.Random, pool: bytes, *, files: int, dirs: i
         if rng.random() < 0.05:
             os.chmod(top / rel, 0o755)
         made.append(rel)
-    for i in range(symlinks):
-        target = rng.choice(made)
-        link = f"{rng.choice(paths)}/l{i:05d}"
-        os.symlink(os.path.relpath(target, os.path.dirname(link)), top / link)
+    add_symlinks(top, rng, made, paths, symlinks)
     return files, len(paths), symlinks
 
 
