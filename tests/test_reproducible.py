@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tarfile
 import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from xendemo_build import make as make_module
+from xendemo_build.cli import main
 from xendemo_build.demo import run_demo
+from xendemo_build.formats import tar
+from xendemo_build.reproducible import check_reproducible
+from xendemo_build.tree import Node
 
 pytestmark = pytest.mark.parts
 
@@ -36,3 +44,64 @@ def test_demo_cd_is_the_same_across_umask_path_tz_and_locale(tmp_path: Path,
     second = build_demo(tmp_path / "some" / "deeper" / "other-name", umask=0o077, tz="Pacific/Kiritimati",
                         lang="fr_FR.UTF-8", monkeypatch=monkeypatch)
     assert first == second
+
+
+# -- make --check-reproducible ------------------------------------------------------------------
+
+def _copy_demo(demo_dir: Path, tmp_path: Path) -> Path:
+    build_dir = tmp_path / "demo"
+    shutil.copytree(demo_dir, build_dir, symlinks=True,
+                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
+    return build_dir
+
+
+def test_check_reproducible_passes_and_cleans_up(demo_dir: Path, tmp_path: Path) -> None:
+    build_dir = _copy_demo(demo_dir, tmp_path)
+    found = check_reproducible(build_dir, "1.0")
+    assert found.difference is None
+    assert found.sha256 == hashlib.sha256((build_dir / "xendemo-1.0.iso").read_bytes()).hexdigest()
+    assert not (build_dir / "work/reproducible").exists()
+    assert os.umask(0o022) == 0o022 and "Kiritimati" not in os.environ.get("TZ", "")  # all put back
+
+
+def test_check_reproducible_names_a_tar_member_left_to_the_umask(demo_dir: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer that lets the umask decide a member's mode: the second build's umask differs."""
+    build_dir = _copy_demo(demo_dir, tmp_path)
+    honest = tar.tarinfo
+
+    def umask_bug(node: Node) -> tarfile.TarInfo:
+        info = honest(node)
+        mask = os.umask(0)
+        os.umask(mask)
+        if node.path == "etc/inittab":
+            info.mode = 0o666 & ~mask
+        return info
+
+    monkeypatch.setattr(tar, "tarinfo", umask_bug)
+    found = check_reproducible(build_dir, "1.0")
+    assert found.difference == "/XenDemoCD/root.tar.gz: content differs (member etc/inittab)"
+    assert found.second.is_file() and found.second.is_relative_to(build_dir / "work/reproducible")
+
+
+def test_check_reproducible_names_the_cd_file_that_saw_the_path(demo_dir: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    build_dir = _copy_demo(demo_dir, tmp_path)
+    honest = make_module.render_menu
+    monkeypatch.setattr(make_module, "render_menu",
+                        lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
+    found = check_reproducible(build_dir, "1.0")
+    assert found.difference == "/boot/grub/menu.lst: content differs"
+
+
+def test_check_reproducible_from_the_command_line_fails_in_one_line(demo_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    build_dir = _copy_demo(demo_dir, tmp_path)
+    honest = make_module.render_menu
+    monkeypatch.setattr(make_module, "render_menu",
+                        lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
+    result = CliRunner().invoke(main, ["make", "1.0", "-C", str(build_dir), "--check-reproducible"])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: not reproducible: /boot/grub/menu.lst: content differs; "
+                           "the two CDs are kept: ")

@@ -44,12 +44,26 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--profile", help="Profile name (profiles/NAME.yaml) or path.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the ISO [default: BUILD_DIR/xendemo-VERSION.iso].")
-def make(version: str, build_dir: Path, profile: str | None, output: Path | None) -> None:
-    """Build the CD VERSION from the build dir."""
-    from .make import build
+@click.option("--rebuild", is_flag=True, help="Run every stage, whatever the cache in work/ says.")
+@click.option("--check-reproducible", is_flag=True,
+              help="Build a second time from a copy elsewhere (from scratch, other umask, TZ and "
+                   "locale) and compare; name the first difference.")
+def make(version: str, build_dir: Path, profile: str | None, output: Path | None, rebuild: bool,
+         check_reproducible: bool) -> None:
+    """Build the CD VERSION from the build dir; stages whose inputs did not change are skipped."""
+    if not check_reproducible:
+        from .make import build
 
-    iso = build(build_dir, version, profile=profile, output=output)
-    click.echo(str(iso))
+        click.echo(str(build(build_dir, version, profile=profile, output=output, rebuild=rebuild)))
+        return
+    from .reproducible import check_reproducible as check
+
+    found = check(build_dir, version, profile=profile, output=output, rebuild=rebuild)
+    if found.difference is not None:
+        raise click.ClickException(f"not reproducible: {found.difference}; the two CDs are kept: "
+                                   f"{found.first} and {found.second}")
+    click.echo(f"{found.first}: reproducible; a second build from scratch in another place gave the "
+               f"same bytes (sha256 {found.sha256})")
 
 
 @main.command()

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import BuildCache
 from .errors import BuildError
 from .profile import Profile
 from .tree import Node
@@ -31,10 +32,12 @@ class BuildContext:
     output: Path
     epoch: int
     builder: str
+    cache: BuildCache
     # filled in by the steps
     root_nodes: list[Node] = field(default_factory=list)
     tar_nodes: list[Node] = field(default_factory=list)
     cd_nodes: list[Node] = field(default_factory=list)
+    wrote_iso: bool = False
 
     @property
     def root(self) -> Path:

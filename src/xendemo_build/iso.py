@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import re
 import stat
 import time
@@ -26,6 +27,10 @@ from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
 PYCDLIB_CLOCK_USERS = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils",
                        "pycdlib.udf", "pycdlib.inplaceeditor")
+try:
+    PYCDLIB_VERSION = importlib.metadata.version("pycdlib")
+except importlib.metadata.PackageNotFoundError:  # a copied runtime without the dist-info
+    PYCDLIB_VERSION = "?"
 _NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
 
 
@@ -55,7 +60,7 @@ def _frozen_clock(now: int) -> Iterator[_Clock]:
     for name in PYCDLIB_CLOCK_USERS:
         module = importlib.import_module(name)
         if getattr(module, "time", None) is not time:
-            raise BuildError(f"{name} (pycdlib {getattr(pycdlib, '__version__', '?')}) no longer reads the "
+            raise BuildError(f"{name} (pycdlib {PYCDLIB_VERSION}) no longer reads the "
                              f"clock through the time module; xendemo cannot set the CD's dates "
                              f"reproducibly: update xendemo_build/iso.py for this pycdlib")
         saved[name] = module

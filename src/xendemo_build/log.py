@@ -48,6 +48,11 @@ def log_file(path: Path) -> Iterator[None]:
         os.replace(tmp, path)
 
 
+def skipped(title: str) -> None:
+    """A step that had nothing to do, at the depth a `step` would have."""
+    log.info("%s‣ %s", "  " * _depth, title)
+
+
 @contextlib.contextmanager
 def step(title: str) -> Iterator[None]:
     global _depth

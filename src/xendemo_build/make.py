@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__, kmod
+from .cache import BuildCache, code_line, setting
 from .check import check_build
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
@@ -27,7 +28,7 @@ from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
 from .rpm import install_packages, package_owners
 from .split import CD_DIR, split_tree
-from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes
+from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes, stat_node
 
 log = logging.getLogger("xendemo")
 
@@ -58,7 +59,7 @@ def require_build_dir(build_dir: Path) -> None:
 
 
 def new_context(build_dir: Path, version: str, *, profile: str | None = None,
-                output: Path | None = None) -> BuildContext:
+                output: Path | None = None, rebuild: bool = False) -> BuildContext:
     build_dir = build_dir.resolve()
     check_version(version)
     require_build_dir(build_dir)
@@ -70,15 +71,16 @@ def new_context(build_dir: Path, version: str, *, profile: str | None = None,
     epoch = build_epoch(build_dir, [build_dir / d for d in ("root", *INPUT_DIRS)])
     output = (output or build_dir / f"xendemo-{version}.iso").resolve()
     return BuildContext(build_dir=build_dir, profile=loaded, version=version, output=output,
-                        epoch=epoch, builder=builder or "unknown")
+                        epoch=epoch, builder=builder or "unknown",
+                        cache=BuildCache(build_dir / "work" / "cache", rebuild=rebuild, base=build_dir))
 
 
 def build(build_dir: Path, version: str, *, profile: str | None = None,
-          output: Path | None = None) -> Path:
+          output: Path | None = None, rebuild: bool = False) -> Path:
     """`xendemo make`: hold the build dir's lock, read the inputs, make the CD."""
     require_build_dir(build_dir)
     with build_lock(build_dir):
-        return make(new_context(build_dir, version, profile=profile, output=output))
+        return make(new_context(build_dir, version, profile=profile, output=output, rebuild=rebuild))
 
 
 def make(ctx: BuildContext) -> Path:
@@ -90,16 +92,20 @@ def make(ctx: BuildContext) -> Path:
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
         check_build(ctx)
         prepare_work_dir(ctx)
-        install_packages(ctx)
-        apply_rootpatch(ctx)
-        scan_root(ctx)
-        split_usr(ctx)
-        make_root_tarball(ctx)
-        make_initrd(ctx)
-        render_menu_lst(ctx)
-        record_build(ctx)
-        make_iso(ctx)
-        log.info("Wrote %s (%d MiB)", ctx.output, ctx.output.stat().st_size >> 20)
+        try:
+            install_packages(ctx)
+            apply_rootpatch(ctx)
+            scan_root(ctx)
+            split_usr(ctx)
+            make_root_tarball(ctx)
+            make_initrd(ctx)
+            render_menu_lst(ctx)
+            record_build(ctx)
+            make_iso(ctx)
+        finally:
+            ctx.cache.save()
+        log.info("%s %s (%d MiB)", "Wrote" if ctx.wrote_iso else "Up to date:", ctx.output,
+                 ctx.output.stat().st_size >> 20)
     return ctx.output
 
 
@@ -111,17 +117,34 @@ def _user() -> str:
 
 
 def prepare_work_dir(ctx: BuildContext) -> None:
-    if ctx.stage.exists():
+    """work/stage keeps the generated files between builds; the cache says which are current."""
+    if ctx.cache.rebuild and ctx.stage.exists():
         shutil.rmtree(ctx.stage)
-    ctx.stage.mkdir(parents=True)
+    ctx.stage.mkdir(parents=True, exist_ok=True)
 
 
 def apply_rootpatch(ctx: BuildContext) -> None:
     if not ctx.rootpatch.is_dir():
         return
-    with step("Copying rootpatch/ over root/"):
-        copied = copy_rootpatch(ctx.rootpatch, ctx.root)
-        log.info("    %d entries", len(copied))
+    lines = rootpatch_lines(ctx)
+    if why := ctx.cache.skip("rootpatch", lines):
+        with step(f"rootpatch: {why}; copying rootpatch/ over root/"):
+            copied = copy_rootpatch(ctx.rootpatch, ctx.root)
+            log.info("    %d entries", len(copied))
+        ctx.cache.done("rootpatch", rootpatch_lines(ctx), [])
+
+
+def common_lines(ctx: BuildContext) -> list[str]:
+    """Inputs of every stage: xendemo itself and the epoch, which every date is clamped to."""
+    return [code_line(), setting("epoch", ctx.epoch)]
+
+
+def rootpatch_lines(ctx: BuildContext) -> list[str]:
+    """rootpatch/ and what root/ has at its paths: a hand edit in root/ is overwritten again."""
+    patch = scan(ctx.rootpatch, epoch=ctx.epoch)
+    in_root = [stat_node(ctx.root, n.path, epoch=ctx.epoch) for n in patch]
+    return [*common_lines(ctx), *ctx.cache.node_lines(patch, label="rootpatch/"),
+            *ctx.cache.node_lines([n for n in in_root if n is not None], label="root/")]
 
 
 def scan_root(ctx: BuildContext) -> None:
@@ -142,49 +165,72 @@ def split_usr(ctx: BuildContext) -> None:
 
 
 def make_root_tarball(ctx: BuildContext) -> None:
-    with step("Writing root.tar.gz"):
-        write_tar_gz(ctx.tar_nodes, ctx.stage / "root.tar.gz")
+    out = ctx.stage / "root.tar.gz"
+    lines = [*common_lines(ctx), *ctx.cache.node_lines(ctx.tar_nodes, label="root.tar.gz:")]
+    if why := ctx.cache.skip("root.tar.gz", lines):
+        with step(f"root.tar.gz: {why}"):
+            write_tar_gz(ctx.tar_nodes, out)
+        ctx.cache.done("root.tar.gz", lines, [out])
 
 
 def make_initrd(ctx: BuildContext) -> None:
-    with step("Building the initrd"):
-        moddir = ctx.part("modules")
-        modules = kmod.resolve(moddir, ctx.profile.initrd_modules)
-        kmod.check_vermagic(modules, kmod.kernel_release(moddir))
-        log.info("    modules: %s", " ".join(m.name for m in modules))
-        linuxrc = ctx.stage / "linuxrc"
-        linuxrc.write_text(render_linuxrc(ctx.irtree, version=ctx.version, label=ctx.profile.volume_label,
-                                          modules=modules, moddir=moddir))
-        init = ctx.stage / "init"
-        init.write_bytes(INIT_SCRIPT)
-        nodes = initrd_nodes(irtree=ctx.irtree, irtree_mtree=ctx.irtree_mtree, busybox=ctx.part("busybox"),
-                             moddir=moddir, modules=modules, linuxrc=linuxrc, init=init, epoch=ctx.epoch)
-        write_initramfs(nodes, ctx.stage / "initrd.gz")
+    moddir = ctx.part("modules")
+    modules = kmod.resolve(moddir, ctx.profile.initrd_modules)
+    kmod.check_vermagic(modules, kmod.kernel_release(moddir))
+    linuxrc = write_if_changed(ctx.stage / "linuxrc", render_linuxrc(
+        ctx.irtree, version=ctx.version, label=ctx.profile.volume_label, modules=modules, moddir=moddir))
+    init = write_if_changed(ctx.stage / "init", INIT_SCRIPT)
+    nodes = initrd_nodes(irtree=ctx.irtree, irtree_mtree=ctx.irtree_mtree, busybox=ctx.part("busybox"),
+                         moddir=moddir, modules=modules, linuxrc=linuxrc, init=init, epoch=ctx.epoch)
+    out = ctx.stage / "initrd.gz"
+    lines = [*common_lines(ctx), *ctx.cache.node_lines(nodes, label="initrd.gz:")]
+    if why := ctx.cache.skip("initrd.gz", lines):
+        with step(f"initrd.gz: {why}"):
+            log.info("    modules: %s", " ".join(m.name for m in modules))
+            write_initramfs(nodes, out)
+        ctx.cache.done("initrd.gz", lines, [out])
 
 
 def render_menu_lst(ctx: BuildContext) -> None:
-    with step("Rendering menu.lst"):
-        text = render_menu(ctx.grub, ctx.profile.menu, version=ctx.version,
-                           label=ctx.profile.volume_label, profile_name=ctx.profile.name)
-        (ctx.stage / "menu.lst").write_text(text)
+    text = render_menu(ctx.grub, ctx.profile.menu, version=ctx.version,
+                       label=ctx.profile.volume_label, profile_name=ctx.profile.name)
+    write_if_changed(ctx.stage / "menu.lst", text)
 
 
 def record_build(ctx: BuildContext) -> None:
     """XenDemoCD/version (what /linuxrc checks) and XenDemoCD/BUILD (who built what, when)."""
-    (ctx.stage / "version").write_text(ctx.version + "\n")
+    write_if_changed(ctx.stage / "version", ctx.version + "\n")
     when = datetime.fromtimestamp(ctx.epoch, UTC).isoformat(timespec="seconds")
-    (ctx.stage / "BUILD").write_text(
+    write_if_changed(ctx.stage / "BUILD", (
         f"version: {ctx.version}\nlabel: {ctx.profile.volume_label}\nprofile: {ctx.profile.name}\n"
         f"builder: {ctx.builder}\nsource_date_epoch: {ctx.epoch}\ndate: {when}\n"
-        f"xendemo: {__version__}\n")
-    (ctx.stage / "epoch").write_text(f"{ctx.epoch}\n")
+        f"xendemo: {__version__}\n"))
+    write_if_changed(ctx.stage / "epoch", f"{ctx.epoch}\n")
+
+
+def write_if_changed(path: Path, data: str | bytes) -> Path:
+    """Leave an unchanged file alone, so the cache need not hash it again."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        if path.read_bytes() == raw:
+            return path
+    except FileNotFoundError:
+        pass
+    path.write_bytes(raw)
+    return path
 
 
 def make_iso(ctx: BuildContext) -> None:
-    with step(f"Mastering {ctx.output.name}"):
-        nodes = ctx.cd_nodes + boot_nodes(ctx) + cd_record_nodes(ctx)
-        master_iso(sort_nodes(nodes), ctx.output, label=ctx.profile.volume_label,
-                   boot_file=STAGE2.lstrip("/"), boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
+    nodes = sort_nodes(ctx.cd_nodes + boot_nodes(ctx) + cd_record_nodes(ctx))
+    lines = [*common_lines(ctx), setting("label", ctx.profile.volume_label), setting("output", ctx.output),
+             setting("boot", f"{STAGE2} {BOOT_CATALOG}"),
+             *ctx.cache.node_lines(nodes, label="CD:")]
+    if why := ctx.cache.skip(ctx.output.name, lines):
+        with step(f"{ctx.output.name}: {why}"):
+            master_iso(nodes, ctx.output, label=ctx.profile.volume_label,
+                       boot_file=STAGE2.lstrip("/"), boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
+        ctx.cache.done(ctx.output.name, lines, [ctx.output])
+        ctx.wrote_iso = True
 
 
 def _file(path: str, source: Path, epoch: int, mode: int = 0o644) -> Node:

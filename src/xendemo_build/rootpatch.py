@@ -15,8 +15,14 @@ from .errors import BuildError
 
 
 def copy_rootpatch(rootpatch: Path, root: Path) -> list[str]:
-    """Copy every entry of `rootpatch` into `root`; return the relative paths copied."""
+    """Copy every entry of `rootpatch` into `root`; return the relative paths copied.
+
+    Dates as `cp -a` leaves them: every entry copied, directories included, gets
+    its rootpatch mtime, and root/ itself keeps its own; so a build does not move
+    the newest input mtime, which the epoch may come from.
+    """
     copied: list[str] = []
+    top_times = os.stat(root)
     for dirpath, dirnames, filenames in os.walk(rootpatch):
         dirnames.sort()
         rel_dir = os.path.relpath(dirpath, rootpatch)
@@ -25,6 +31,12 @@ def copy_rootpatch(rootpatch: Path, root: Path) -> list[str]:
             _copy_one(rootpatch / rel, root / rel, rootpatch, root, rel)
             copied.append(rel)
         # os.walk does not descend into symlinked dirs; they were copied as links above.
+    for dirpath, _, _ in os.walk(rootpatch, topdown=False):  # children first: a copy moves the parent
+        rel_dir = os.path.relpath(dirpath, rootpatch)
+        st = os.stat(dirpath)
+        os.utime(root / rel_dir if rel_dir != "." else root,
+                 ns=(st.st_atime_ns, st.st_mtime_ns) if rel_dir != "." else
+                 (top_times.st_atime_ns, top_times.st_mtime_ns))
     return copied
 
 
@@ -53,6 +65,7 @@ def _copy_one(src: Path, dst: Path, rootpatch: Path, root: Path, rel: str) -> No
         dst.unlink()
     if stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), dst)
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
     elif stat.S_ISREG(st.st_mode):
         shutil.copy2(src, dst, follow_symlinks=False)
     else:

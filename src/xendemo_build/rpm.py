@@ -25,6 +25,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import code_line
 from .context import BuildContext
 from .errors import BuildError
 from .formats.isoread import IsoReader
@@ -129,49 +130,70 @@ class Rpm:
 
 def install_packages(ctx: BuildContext) -> None:
     rpms = ctx.profile.rpms
-    added_before = _read_names(ctx, "added")
-    owners = owners_mtree(ctx)
-    if owners.exists():
-        owners.unlink()
-    if not rpms and not added_before:
+    if not rpms and not _read_names(ctx, "added"):
+        owners_mtree(ctx).unlink(missing_ok=True)
+        (ctx.stage / "packages").unlink(missing_ok=True)
         return
-    with step("Applying rpms to root/"):
-        root_rpm = Rpm(ctx.work, ctx.root)
-        packages = [_query(ctx, i, given) for i, given in enumerate(rpms.add)]
-        installed = root_rpm.installed()
-        adds = [p for p in packages if installed.get(p.name) != p.evr]
-        for p in packages:
-            if p not in adds:
-                log.info("    %s already installed", p.nevra)
-        removed_before = _read_names(ctx, "removed")
-        removes = []
-        for i, name in enumerate(rpms.remove):
-            if name in installed:
-                removes.append(name)
-            elif name not in removed_before:
-                raise BuildError(f"{ctx.profile.at(f'rpms.remove[{i}]')}: rpms.remove[{i}]: {name!r} is not "
-                                 f"installed in root/; drop it from rpms.remove")
-        listed = {p.name for p in packages}
-        dropped = [n for n in sorted(added_before - listed) if n in installed and n not in removes]
-        for name in dropped:
-            log.info("    removing %s: no longer in rpms.add", name)
-        removes += dropped
-        provides = _provides_package(ctx, installed)
-        if provides is None and PROVIDES_NAME in installed and not rpms.provides:
-            removes.append(PROVIDES_NAME)
-        if not adds and not removes and provides is None:
-            log.info("    nothing to change")
-        else:
-            _dry_run(ctx, root_rpm, adds, removes, provides, dropped)
-            _apply(ctx, root_rpm, adds, removes, provides)
-            _write_names(ctx, "removed", removed_before | (set(removes) & set(rpms.remove)))
-        # What xendemo installed, and only that, is erased when rpms.add stops listing it.
-        _write_names(ctx, "added", (added_before & listed) | {p.name for p in adds})
-        _record_owners(ctx, root_rpm, packages)
-        _, out, _ = root_rpm("-qa", "--qf", LIST_FORMAT) if root_rpm.has_db() else (0, "", "")
-        names = sorted(line for line in out.splitlines() if line)
-        (ctx.stage / "packages").write_text("".join(f"{line}\n" for line in names))
-        log.info("    %d packages in root/", len(names))
+    if why := ctx.cache.skip("rpms", package_lines(ctx)):
+        with step(f"rpms: {why}; applying them to root/"):
+            _install(ctx)
+        outputs = [p for p in (ctx.stage / "packages", owners_mtree(ctx)) if p.exists()]
+        ctx.cache.done("rpms", package_lines(ctx), outputs)
+
+
+def package_lines(ctx: BuildContext) -> list[str]:
+    """The stage's inputs: the profile's rpms section, the rpm files, root/'s rpm database, what
+    xendemo added and removed before, and the passwd and group files owners resolve through."""
+    rpms = ctx.profile.rpms
+    files = [p for p in (_find(ctx, given) for given in rpms.add) if p is not None]
+    db = ctx.root / DBPATH.lstrip("/")
+    files += sorted(p for p in db.rglob("*") if p.is_file()) if db.is_dir() else []
+    files += [p for p in (ctx.work / "rpm" / "added", ctx.work / "rpm" / "removed",
+                          ctx.rootpatch / "etc/passwd", ctx.rootpatch / "etc/group",
+                          ctx.root / "etc/passwd", ctx.root / "etc/group") if p.is_file()]
+    return [code_line(), f"profile\t{rpms!r}", *ctx.cache.file_lines(files)]
+
+
+def _install(ctx: BuildContext) -> None:
+    rpms = ctx.profile.rpms
+    added_before = _read_names(ctx, "added")
+    owners_mtree(ctx).unlink(missing_ok=True)
+    root_rpm = Rpm(ctx.work, ctx.root)
+    packages = [_query(ctx, i, given) for i, given in enumerate(rpms.add)]
+    installed = root_rpm.installed()
+    adds = [p for p in packages if installed.get(p.name) != p.evr]
+    for p in packages:
+        if p not in adds:
+            log.info("    %s already installed", p.nevra)
+    removed_before = _read_names(ctx, "removed")
+    removes = []
+    for i, name in enumerate(rpms.remove):
+        if name in installed:
+            removes.append(name)
+        elif name not in removed_before:
+            raise BuildError(f"{ctx.profile.at(f'rpms.remove[{i}]')}: rpms.remove[{i}]: {name!r} is not "
+                             f"installed in root/; drop it from rpms.remove")
+    listed = {p.name for p in packages}
+    dropped = [n for n in sorted(added_before - listed) if n in installed and n not in removes]
+    for name in dropped:
+        log.info("    removing %s: no longer in rpms.add", name)
+    removes += dropped
+    provides = _provides_package(ctx, installed)
+    if provides is None and PROVIDES_NAME in installed and not rpms.provides:
+        removes.append(PROVIDES_NAME)
+    if not adds and not removes and provides is None:
+        log.info("    nothing to change")
+    else:
+        _dry_run(ctx, root_rpm, adds, removes, provides, dropped)
+        _apply(ctx, root_rpm, adds, removes, provides)
+        _write_names(ctx, "removed", removed_before | (set(removes) & set(rpms.remove)))
+    # What xendemo installed, and only that, is erased when rpms.add stops listing it.
+    _write_names(ctx, "added", (added_before & listed) | {p.name for p in adds})
+    _record_owners(ctx, root_rpm, packages)
+    _, out, _ = root_rpm("-qa", "--qf", LIST_FORMAT) if root_rpm.has_db() else (0, "", "")
+    names = sorted(line for line in out.splitlines() if line)
+    (ctx.stage / "packages").write_text("".join(f"{line}\n" for line in names))
+    log.info("    %d packages in root/", len(names))
 
 
 def _query(ctx: BuildContext, index: int, given: str) -> Package:

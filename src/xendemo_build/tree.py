@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import BuildError
@@ -42,6 +42,8 @@ class Node:
     target: str = ""
     rdev: tuple[int, int] = (0, 0)
     source: Path | None = None
+    # (dev, ino, size, mtime_ns, ctime_ns) of `source` when scanned: the build cache's stat key
+    stamp: tuple[int, int, int, int, int] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -79,7 +81,7 @@ def scan(top: Path, *, epoch: int, skip: Iterable[str] = ()) -> list[Node]:
     nodes: list[Node] = []
     seen_inodes: dict[tuple[int, int], str] = {}
 
-    def walk(directory: Path, rel: str) -> None:
+    def walk(directory: str, rel: str) -> None:
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as e:
@@ -89,34 +91,50 @@ def scan(top: Path, *, epoch: int, skip: Iterable[str] = ()) -> list[Node]:
             if path in skipped:
                 continue
             st = entry.stat(follow_symlinks=False)
-            nodes.append(_node(Path(entry.path), path, st))
+            nodes.append(_node(entry.path, path, st))
             if stat.S_ISDIR(st.st_mode):
-                walk(Path(entry.path), path)
+                walk(entry.path, path)
 
-    def _node(disk: Path, path: str, st: os.stat_result) -> Node:
-        try:
-            kind = _kind_of(st)
-        except BuildError as e:
-            raise BuildError(f"{disk}: {e}") from None
-        node = Node(path=path, kind=kind, mode=stat.S_IMODE(st.st_mode),
-                    mtime=min(int(st.st_mtime), epoch))
-        if kind == FILE:
+    def _node(disk: str, path: str, st: os.stat_result) -> Node:
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
             key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in seen_inodes:
-                return replace(node, kind=HARDLINK, target=seen_inodes[key])
+            if key in seen_inodes:
+                return Node(path, HARDLINK, stat.S_IMODE(st.st_mode), mtime=min(int(st.st_mtime), epoch),
+                            target=seen_inodes[key])
             seen_inodes[key] = path
-            return replace(node, size=st.st_size, source=disk)
-        if kind == SYMLINK:
-            return replace(node, target=os.readlink(disk))
-        if kind in (CHAR, BLOCK):
-            return replace(node, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
-        return node
+        return scan_entry(disk, path, st, epoch=epoch)
 
-    walk(top, "")
+    walk(str(top), "")
     # Directories are walked in name order, but "a/b" must sort before "a.b/x"
     # the same way in every archive: sort the flat list by path components.
     nodes.sort(key=lambda n: n.path.split("/"))
     return nodes
+
+
+def stat_node(top: Path, path: str, *, epoch: int) -> Node | None:
+    """The node at `path` under `top` as `scan` would see it (never a HARDLINK), or None."""
+    try:
+        st = os.lstat(top / path)
+    except FileNotFoundError:
+        return None
+    return scan_entry(str(top / path), path, st, epoch=epoch)
+
+
+def scan_entry(disk: str, path: str, st: os.stat_result, *, epoch: int) -> Node:
+    """The node for one lstat'ed entry at `disk`, to be archived as `path`."""
+    mode, mtime = stat.S_IMODE(st.st_mode), min(int(st.st_mtime), epoch)
+    try:
+        kind = _kind_of(st)
+    except BuildError as e:
+        raise BuildError(f"{disk}: {e}") from None
+    if kind == FILE:
+        return Node(path, FILE, mode, mtime=mtime, size=st.st_size, source=Path(disk),
+                    stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    if kind == SYMLINK:
+        return Node(path, SYMLINK, mode, mtime=mtime, target=os.readlink(disk))
+    if kind in (CHAR, BLOCK):
+        return Node(path, kind, mode, mtime=mtime, rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)))
+    return Node(path, kind, mode, mtime=mtime)
 
 
 def parents(path: str) -> Iterator[str]:

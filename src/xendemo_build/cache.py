@@ -1,0 +1,228 @@
+"""The build cache: a stage runs only when the content of its inputs changed.
+
+Every stage describes its inputs as lines, one per input, "LABEL<TAB>what it is":
+a tree member with its type, mode, owner, date and the sha256 of its data, or a
+setting such as the version.  The stage's key is the sha256 of those lines; it
+is recorded in work/cache/STAGE.key with the size, mtime and ctime of each
+output the stage wrote.  The next build reruns the stage when the key differs
+(and says which input changed, from the recorded lines), when an output is
+missing or was touched since, or with --rebuild.
+
+File contents are hashed, not trusted to their mtimes: work/cache/digests maps
+a file's (device, inode, size, mtime, ctime) to its sha256, git's index trick.
+ctime cannot be set from user space, so an edit that puts the old mtime back
+still counts as a change.  A file changed less than RACY_SECONDS before it was
+hashed is not remembered (it could change again within the same clock tick),
+and is hashed again next time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pickle
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pycdlib
+
+from .atomic import atomic_output
+from .log import skipped
+from .tree import FILE, Node
+
+RACY_SECONDS = 2
+DIGESTS_FORMAT = 1
+HASH_THREADS = 2  # hashlib and file reads release the GIL
+HASH_CHUNK = 64
+
+SETTING = "setting:"
+EPOCH_LABEL = SETTING + "epoch"
+
+Stamp = tuple[int, int, int, int, int]
+
+
+def stamp_of(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _sha256_all(paths: list[Path]) -> list[str]:
+    return [_sha256(path) for path in paths]
+
+
+class BuildCache:
+    """work/cache/: file digests and each stage's key, input lines and outputs."""
+
+    def __init__(self, directory: Path, *, rebuild: bool = False, base: Path | None = None) -> None:
+        self.directory = directory
+        self.rebuild = rebuild
+        self.base = base  # labels are shown relative to this (the build dir)
+        self._digests: dict[str, tuple[Stamp, str]] = {} if rebuild else self._load_digests()
+        self._changed = False
+
+    # -- file digests ---------------------------------------------------------------------------
+
+    def _load_digests(self) -> dict[str, tuple[Stamp, str]]:
+        try:
+            with open(self.directory / "digests", "rb") as f:
+                version, digests = pickle.load(f)
+            return digests if version == DIGESTS_FORMAT else {}
+        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):
+            return {}  # no cache, or a damaged one: hash everything again
+
+    def save(self) -> None:
+        if not self._changed:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.directory / "digests") as f:
+            pickle.dump((DIGESTS_FORMAT, self._digests), f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._changed = False
+
+    def digests(self, files: Iterable[tuple[Path, Stamp | None]]) -> dict[Path, str]:
+        """sha256 of each file, from the cache where its stamp is unchanged, else read (in threads)."""
+        found: dict[Path, str] = {}
+        todo: list[tuple[Path, Stamp]] = []
+        for path, stamp in files:
+            if stamp is None:
+                stamp = stamp_of(os.stat(path))
+            known = self._digests.get(str(path))
+            if known is not None and known[0] == stamp:
+                found[path] = known[1]
+            else:
+                todo.append((path, stamp))
+        if todo:
+            started = time.time_ns()
+            chunks = [[path for path, _ in todo[i:i + HASH_CHUNK]] for i in range(0, len(todo), HASH_CHUNK)]
+            with ThreadPoolExecutor(HASH_THREADS) as pool:
+                hashed = [digest for chunk in pool.map(_sha256_all, chunks) for digest in chunk]
+            for (path, stamp), digest in zip(todo, hashed, strict=True):
+                found[path] = digest
+                if stamp[4] < started - RACY_SECONDS * 10**9 and stamp[3] < started - RACY_SECONDS * 10**9:
+                    self._digests[str(path)] = (stamp, digest)
+                    self._changed = True
+        return found
+
+    def node_lines(self, nodes: Sequence[Node], *, label: str = "") -> list[str]:
+        """One input line per node: the member's path on the archive and all it carries."""
+        files = self.digests((n.source, n.stamp) for n in nodes if n.kind == FILE and n.source is not None)
+        lines = []
+        for n in nodes:
+            data = files.get(n.source, "") if n.kind == FILE and n.source is not None else ""
+            shown = self._shown(n.source) if n.source is not None else f"{label}{n.path}"
+            lines.append(f"{shown}\t{n.path} {n.kind} {n.mode:o} {n.uid}:{n.gid} {n.mtime} {n.size} "
+                         f"{n.target!r} {n.rdev[0]},{n.rdev[1]} {data}")
+        return lines
+
+    def file_lines(self, files: Iterable[Path]) -> list[str]:
+        paths = list(files)
+        digests = self.digests((p, None) for p in paths)
+        return [f"{self._shown(p)}\t{digests[p]}" for p in paths]
+
+    def _shown(self, path: Path) -> str:
+        if self.base is not None and path.is_relative_to(self.base):
+            return str(path.relative_to(self.base))
+        return str(path)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def why(self, stage: str, lines: list[str]) -> str | None:
+        """Why `stage` must run, or None when its recorded outputs are still what its inputs make."""
+        if self.rebuild:
+            return "--rebuild"
+        record = self._read_record(stage)
+        if record is None:
+            return "no earlier build"
+        if record.get("key") != _key(lines):
+            return self._changed_input(stage, lines)
+        for shown, written in record.get("outputs", {}).items():
+            try:
+                now = list(stamp_of(os.stat(self.base / shown if self.base else shown)))
+            except FileNotFoundError:
+                return f"{shown} is missing"
+            if now != written:  # the inode is part of it: a copied build dir writes its own again
+                return f"{shown} changed since it was written"
+        return None
+
+    def skip(self, stage: str, lines: list[str]) -> str | None:
+        """`why`, logging a line when the stage is skipped."""
+        reason = self.why(stage, lines)
+        if reason is None:
+            skipped(f"{stage}: unchanged")
+        return reason
+
+    def done(self, stage: str, lines: list[str], outputs: Sequence[Path]) -> None:
+        """Record that `stage` wrote `outputs` from the inputs `lines` (after the outputs are complete)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.directory / f"{stage}.lines") as f:
+            f.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
+        stamps = {self._shown(o): list(stamp_of(os.stat(o))) for o in outputs}
+        record = {"key": _key(lines), "outputs": stamps}
+        with atomic_output(self.directory / f"{stage}.key") as f:
+            f.write(json.dumps(record, indent=1).encode())
+
+    def _read_record(self, stage: str) -> dict | None:
+        try:
+            record = json.loads((self.directory / f"{stage}.key").read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _changed_input(self, stage: str, lines: list[str]) -> str:
+        try:
+            text = (self.directory / f"{stage}.lines").read_bytes().decode("utf-8", "surrogateescape")
+        except OSError:
+            return "its inputs changed"
+        old = _by_label(text.splitlines())
+        new = _by_label(lines)
+        changed = [label for label in new if old.get(label) != new[label]]
+        changed += [label for label in old if label not in new]
+        if not changed:
+            return "the order of its inputs changed"
+        # A new epoch moves every date; else name a file of the build dir ("root/etc/hosts"),
+        # which says more than the archive members ("root.tar.gz:etc") that follow from it.
+        changed.sort(key=lambda label: 0 if label == EPOCH_LABEL else 1 if ":" not in label else 2)
+        label = changed[0]
+        if label.startswith(SETTING):
+            what = f"{label[len(SETTING):]} {old.get(label, '(none)')} -> {new.get(label, '(none)')}"
+        else:
+            what = f"{label} {'removed' if label not in new else 'changed' if label in old else 'added'}"
+        return what + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+
+
+def setting(name: str, value: object) -> str:
+    return f"{SETTING}{name}\t{value}"
+
+
+@functools.cache
+def code_line() -> str:
+    """The code that writes the outputs, xendemo's and pycdlib's, is an input of every stage:
+    an upgrade must not reuse what an older writer made."""
+    h = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(pycdlib.__file__).parent):
+        for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix != ".pyc"):
+            h.update(f"{package.name}/{path.relative_to(package)}".encode() + b"\0" + path.read_bytes())
+    return setting("code", h.hexdigest()[:16])
+
+
+def _key(lines: list[str]) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def _by_label(lines: Iterable[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in lines:
+        label, _, rest = line.partition("\t")
+        found[label] = found[label] + "\n" + rest if label in found else rest
+    return found

@@ -1,0 +1,262 @@
+"""Incremental make: each stage runs only when the content of its inputs changed, says why, and a
+stale cache never gives a wrong CD.
+
+Every case changes one kind of input in a built demo build dir, then runs
+`xendemo make 1.0 --check-reproducible`: the first build is the incremental one
+under test, the second builds a copy elsewhere from scratch, and the command
+fails if the two CDs differ.  The case also checks which stages ran, the reason
+they gave, and that the change shows on the CD.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from xendemo_build.formats.cpio import read_newc
+from xendemo_build.formats.isoread import IsoReader
+
+pytestmark = pytest.mark.parts
+
+CLI = "from xendemo_build.cli import main; main()"
+EPOCH = "1070000000"
+STAGES = ("rootpatch", "root.tar.gz", "initrd.gz", "xendemo-1.0.iso")
+
+
+def make(build_dir: Path, *args: str, epoch: str = EPOCH, ok: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-c", CLI, "make", "1.0", "-C", str(build_dir), *args],
+                          env={**os.environ, "SOURCE_DATE_EPOCH": epoch}, capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def stages(log: str) -> dict[str, str]:
+    """stage -> why it ran, or "unchanged": the first build's lines only (not indented)."""
+    found = re.finditer(r"^‣ ([^ :]+): (.*?)(?:; copying .*)?$", log, re.M)
+    return {m[1]: m[2] for m in found if m[1] in (*STAGES, "rpms") or m[1].endswith(".iso")}
+
+
+def cd_file(iso: Path, path: str) -> bytes:
+    with IsoReader(iso) as cd:
+        return cd.read_file(path, 1 << 26)
+
+
+def tar_member(iso: Path, name: str) -> tarfile.TarInfo:
+    data = gzip.decompress(cd_file(iso, "XenDemoCD/root.tar.gz"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.getmember(name)
+
+
+def tar_text(iso: Path, name: str) -> str:
+    data = gzip.decompress(cd_file(iso, "XenDemoCD/root.tar.gz"))
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return tar.extractfile(name).read().decode()  # type: ignore[union-attr]
+
+
+def initrd_member(iso: Path, name: str) -> bytes:
+    entries = read_newc(gzip.decompress(cd_file(iso, "boot/initrd.gz")))
+    return next(e.data for e in entries if e.name == name)
+
+
+@pytest.fixture
+def built(demo_dir: Path, tmp_path: Path) -> Path:
+    build_dir = tmp_path / "demo"
+    shutil.copytree(demo_dir, build_dir, symlinks=True,
+                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
+    first = stages(make(build_dir).stderr)
+    assert first == dict.fromkeys(STAGES, "no earlier build")
+    return build_dir
+
+
+def test_nothing_changed_runs_nothing_and_keeps_the_iso(built: Path) -> None:
+    iso = built / "xendemo-1.0.iso"
+    before = os.stat(iso)
+    log = make(built).stderr
+    assert stages(log) == dict.fromkeys(STAGES, "unchanged")
+    assert f"Up to date: {iso}" in log
+    after = os.stat(iso)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:
+    for path in (built / "rootpatch/etc/motd", built / "root/usr/bin/cmp", built / "irtree/README"):
+        os.utime(path, follow_symlinks=False)
+    assert stages(make(built).stderr) == dict.fromkeys(STAGES, "unchanged")
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def _same_size_same_mtime(path: Path) -> None:
+    """Content changed, size and mtime put back: only the content hash sees it."""
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x20
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _set_profile(build_dir: Path, old: str, new: str) -> None:
+    profile = build_dir / "profiles/demo.yaml"
+    text = profile.read_text()
+    assert old in text
+    profile.write_text(text.replace(old, new, 1))
+
+
+CASES: dict[str, tuple[Callable[[Path], None], dict[str, str], Callable[[Path], None]]] = {
+    "rootpatch file": (
+        lambda d: _write(d / "rootpatch/etc/motd", "a new motd\n"),
+        {"rootpatch": "rootpatch/etc/motd changed", "root.tar.gz": "root/etc/motd changed",
+         "initrd.gz": "unchanged", "xendemo-1.0.iso": "work/stage/root.tar.gz changed"},
+        lambda iso: _check(tar_text(iso, "etc/motd") == "a new motd\n")),
+    "new file under root/usr": (
+        lambda d: _write(d / "root/usr/share/xendemo/added.txt", "added\n"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "root/usr/share/xendemo/added.txt added"},
+        lambda iso: _check(cd_file(iso, "share/xendemo/added.txt") == b"added\n")),
+    "root/ file edited behind mtime and size": (
+        lambda d: _same_size_same_mtime(d / "root/etc/hostname"),
+        {"rootpatch": "unchanged", "root.tar.gz": "root/etc/hostname changed", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "work/stage/root.tar.gz changed"},
+        lambda iso: None),
+    "hand edit in root/ of a rootpatch file": (
+        lambda d: _write(d / "root/etc/motd", "edited in root/\n"),
+        {"rootpatch": "root/etc/motd changed", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "unchanged"},
+        lambda iso: _check(tar_text(iso, "etc/motd") != "edited in root/\n")),
+    "mode only": (
+        lambda d: os.chmod(d / "root/etc/hostname", 0o600),
+        {"rootpatch": "unchanged", "root.tar.gz": "root/etc/hostname changed", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "work/stage/root.tar.gz changed"},
+        lambda iso: _check(tar_member(iso, "etc/hostname").mode == 0o600)),
+    "owner in root.mtree": (
+        lambda d: (d / "root.mtree").open("a").write("./etc/hostname type=file uid=7 gid=8\n"),
+        {"rootpatch": "unchanged", "root.tar.gz": "root/etc/hostname changed", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "root.mtree changed"},
+        lambda iso: _check((tar_member(iso, "etc/hostname").uid, tar_member(iso, "etc/hostname").gid)
+                           == (7, 8))),
+    "irtree file": (
+        lambda d: _write(d / "irtree/README", "new README\n"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "irtree/README changed",
+         "xendemo-1.0.iso": "irtree/README changed"},
+        lambda iso: _check(initrd_member(iso, "README") == b"new README\n")),
+    "linuxrc template": (
+        lambda d: _append(d / "irtree/linuxrc.j2", "# one more line\n"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "work/stage/linuxrc changed",
+         "xendemo-1.0.iso": "irtree/linuxrc.j2 changed"},
+        lambda iso: _check(initrd_member(iso, "linuxrc").endswith(b"# one more line\n"))),
+    "grub template": (
+        lambda d: _append(d / "grub/menu.lst.j2", "# the end\n"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "grub/menu.lst.j2 changed"},
+        lambda iso: _check(cd_file(iso, "boot/grub/menu.lst").endswith(b"# the end\n"))),
+    "profile menu": (
+        lambda d: _set_profile(d, "timeout: 10", "timeout: 7"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "profiles/demo.yaml changed"},
+        lambda iso: _check(b"timeout 7\n" in cd_file(iso, "boot/grub/menu.lst"))),
+    "profile initrd modules": (
+        lambda d: _set_profile(d, "virtio_scsi, ", ""),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "work/stage/linuxrc changed",
+         "xendemo-1.0.iso": "profiles/demo.yaml changed"},
+        lambda iso: _check(b"virtio_scsi" not in initrd_member(iso, "linuxrc"))),
+    "boot part": (
+        lambda d: _replace_part(d, "vmlinuz"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "parts/vmlinuz added"},
+        lambda iso: _check(cd_file(iso, "boot/vmlinuz").endswith(b"\0one more byte"))),
+}
+
+
+def _check(condition: bool) -> None:
+    assert condition
+
+
+def _replace_part(build_dir: Path, name: str) -> None:
+    """A new kernel: a file of its own in place of the link into the parts cache."""
+    link = build_dir / "parts" / name
+    data = link.read_bytes()
+    link.unlink()
+    link.write_bytes(data + b"\0one more byte")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_one_input_changed(built: Path, case: str) -> None:
+    change, expected, shows = CASES[case]
+    change(built)
+    done = make(built, "--check-reproducible")
+    ran = stages(done.stderr)
+    for stage, why in expected.items():  # `why` is a pattern; "(and N more)" may follow
+        assert re.fullmatch(why + r"( \(and \d+ more\))?", ran[stage]), (stage, ran[stage])
+    assert "reproducible;" in done.stdout
+    shows(built / "xendemo-1.0.iso")
+
+
+def test_new_epoch_reruns_every_stage(built: Path) -> None:
+    ran = stages(make(built, epoch="1080000000").stderr)
+    assert all(ran[s].startswith(f"epoch {EPOCH} -> 1080000000") for s in STAGES), ran
+    assert tar_member(built / "xendemo-1.0.iso", "dev/console").mtime == 1080000000
+
+
+def test_damaged_outputs_are_made_again(built: Path) -> None:
+    iso = built / "xendemo-1.0.iso"
+    good = iso.read_bytes()
+    with iso.open("r+b") as f:
+        f.seek(40000)
+        f.write(b"scribble")
+    assert stages(make(built).stderr)["xendemo-1.0.iso"] == "xendemo-1.0.iso changed since it was written"
+    assert iso.read_bytes() == good
+    iso.unlink()
+    assert stages(make(built).stderr)["xendemo-1.0.iso"] == "xendemo-1.0.iso is missing"
+    assert iso.read_bytes() == good
+    (built / "work/stage/root.tar.gz").unlink()
+    ran = stages(make(built).stderr)
+    assert ran["root.tar.gz"] == "work/stage/root.tar.gz is missing"
+    assert ran["xendemo-1.0.iso"] == "unchanged"  # the same bytes again
+    assert iso.read_bytes() == good
+
+
+def test_a_damaged_cache_costs_time_not_correctness(built: Path) -> None:
+    iso = built / "xendemo-1.0.iso"
+    good = iso.read_bytes()
+    (built / "work/cache/digests").write_bytes(b"not a pickle")
+    (built / "work/cache/root.tar.gz.key").write_text("{")
+    ran = stages(make(built).stderr)
+    assert ran["root.tar.gz"] == "no earlier build"
+    assert ran["xendemo-1.0.iso"] == "unchanged"
+    assert iso.read_bytes() == good
+
+
+def test_rebuild_runs_every_stage(built: Path) -> None:
+    iso = built / "xendemo-1.0.iso"
+    good = iso.read_bytes()
+    assert stages(make(built, "--rebuild").stderr) == dict.fromkeys(STAGES, "--rebuild")
+    assert iso.read_bytes() == good
+
+
+def test_copied_build_dir_writes_its_own_outputs(built: Path, tmp_path: Path) -> None:
+    """Records name outputs relative to the build dir and by inode: a copy with work/ reuses nothing
+    it cannot see is its own."""
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy, symlinks=True)
+    (copy / "work/stage/initrd.gz").unlink()
+    ran = stages(make(copy).stderr)
+    assert ran["initrd.gz"] == "work/stage/initrd.gz is missing"
+    assert ran["root.tar.gz"] == "work/stage/root.tar.gz changed since it was written"
+    assert (copy / "xendemo-1.0.iso").read_bytes() == (built / "xendemo-1.0.iso").read_bytes()
