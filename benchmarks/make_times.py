@@ -227,8 +227,11 @@ def xendemo_steps(log: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for line in log.read_text(errors="replace").splitlines():
         if m := STEP_RE.match(line):
-            title = re.sub(r"\bx\d+\.iso", "OUT.iso", m.group(2))
-            stack.append("  " * (len(m.group(1)) // 2) + title)
+            title = "  " * (len(m.group(1)) // 2) + re.sub(r"\bx\d+\.iso", "OUT.iso", m.group(2))
+            if title.endswith(": unchanged"):  # a skipped stage: no "done in" follows
+                out[title] = 0.0
+            else:
+                stack.append(title)
         elif (m := DONE_RE.match(line)) and stack:
             out[stack.pop()] = float(m.group(2))
     return out
@@ -245,7 +248,7 @@ def bench(big: Path, work: Path, runs: int, c_env: dict[str, str]) -> tuple[Timi
             if which == "x" and not ours.error:
                 out = work / f"x{run}.iso"
                 note(f"run {run + 1}/{runs}: xendemo make")
-                if run_timed([str(XENDEMO), "make", "1.0", "-C", str(big), "-o", str(out)], ours,
+                if run_timed([str(XENDEMO), "make", "1.0", "-C", str(big), "-o", str(out), "--rebuild"], ours,
                              work / "xendemo.out", env=x_env):
                     ours.steps.append(xendemo_steps(out.with_suffix(".log")))
                     sizes[0] = out.stat().st_size
@@ -261,11 +264,31 @@ def bench(big: Path, work: Path, runs: int, c_env: dict[str, str]) -> tuple[Timi
     return ours, theirs, *sizes  # type: ignore[return-value]
 
 
+def bench_incremental(big: Path, work: Path, runs: int) -> tuple[Timing, Timing]:
+    """`xendemo make` again with nothing changed, and with one rootpatch file changed."""
+    noop, one_file = Timing(), Timing()
+    env = {**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    out = work / "incremental.iso"
+    argv = [str(XENDEMO), "make", "1.0", "-C", str(big), "-o", str(out)]
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    changed = big / "rootpatch/etc/bench-changed"
+    for run in range(runs):
+        note(f"run {run + 1}/{runs}: xendemo make, nothing changed")
+        run_timed(argv, noop, work / "noop.out", env=env)
+        note(f"run {run + 1}/{runs}: xendemo make, one rootpatch file changed")
+        changed.write_text(f"run {run}\n")
+        if run_timed(argv, one_file, work / "one-file.out", env=env):
+            one_file.steps.append(xendemo_steps(out.with_suffix(".log")))
+    changed.unlink()
+    out.unlink(missing_ok=True)
+    return noop, one_file
+
+
 def profile_make(big: Path, out: Path, top: int) -> str:
     """One `xendemo make` under cProfile in a fresh interpreter; the top entries by cumulative time."""
     prof = out.with_suffix(".prof")
     code = ("import cProfile, sys\nfrom xendemo_build.cli import main\n"
-            f"sys.argv = ['xendemo', 'make', '1.0', '-C', {str(big)!r}, '-o', {str(out)!r}]\n"
+            f"sys.argv = ['xendemo', 'make', '1.0', '-C', {str(big)!r}, '-o', {str(out)!r}, '--rebuild']\n"
             "p = cProfile.Profile()\np.enable()\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
             f"p.disable()\np.dump_stats({str(prof)!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL,
@@ -345,6 +368,7 @@ def main() -> None:
         work = tmp / "runs"
         work.mkdir()
         ours, theirs, x_size, c_size = bench(big, work, args.runs, c_env)
+        noop, one_file = bench_incremental(big, work, args.runs)
         prof = profile_make(big, tmp / "prof.iso", args.cprofile) if args.cprofile else ""
 
         usr_files, usr_bytes = du(big / "root/usr")
@@ -371,13 +395,21 @@ def main() -> None:
         if not (ours.error or theirs.error):
             print(f"{'ratio x/C':<14} {med(ours.wall) / med(theirs.wall):8.1f} "
                   f"{med(ours.cpu) / med(theirs.cpu):7.1f} {ours.rss_kib / max(theirs.rss_kib, 1):8.1f}")
+        print(f"\nincremental xendemo make, against the full xendemo make above (median of {args.runs}):")
+        for name, t, target in (("nothing changed", noop, 0.05), ("one rootpatch file", one_file, 0.5)):
+            ratio = med(t.wall) / med(ours.wall) if not (t.error or ours.error) else float("nan")
+            print(f"  {name:<20} {cell(t)}  {ratio:5.2f}x full (target <= {target}x)")
         print("\nC pipeline stages (median s):")
         for name, secs in median_steps(theirs.steps):
             print(f"  {secs:7.1f}  {name}")
         print("\nxendemo make steps from its build log (median s):")
         for name, secs in median_steps(ours.steps):
             print(f"  {secs:7.1f}  {name}")
-        for who, t in (("xendemo make", ours), ("C pipeline", theirs)):
+        print("\nxendemo make with one rootpatch file changed, steps (median s):")
+        for name, secs in median_steps(one_file.steps):
+            print(f"  {secs:7.1f}  {name}")
+        for who, t in (("xendemo make", ours), ("C pipeline", theirs), ("no-op make", noop),
+                       ("one-file make", one_file)):
             if t.error:
                 print(f"\n{who} FAILED:\n{t.error}")
         if prof:

@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pycdlib
 
 from .atomic import atomic_output
 from .log import skipped
@@ -131,6 +131,25 @@ class BuildCache:
             return str(path.relative_to(self.base))
         return str(path)
 
+    # -- the whole build --------------------------------------------------------------------------
+
+    def unchanged_since_last_build(self, fingerprint: str | None) -> bool:
+        if self.rebuild or fingerprint is None:
+            return False
+        try:
+            return (self.directory / "fingerprint").read_text() == fingerprint
+        except OSError:
+            return False
+
+    def record_build(self, fingerprint: str | None) -> None:
+        """Remember the inputs' stamps of a finished build, unless one changed too recently to trust."""
+        target = self.directory / "fingerprint"
+        if fingerprint is None:
+            target.unlink(missing_ok=True)
+            return
+        with atomic_output(target) as f:
+            f.write(fingerprint.encode())
+
     # -- stages ---------------------------------------------------------------------------------
 
     def why(self, stage: str, lines: list[str]) -> str | None:
@@ -206,10 +225,46 @@ def code_line() -> str:
     """The code that writes the outputs, xendemo's and pycdlib's, is an input of every stage:
     an upgrade must not reuse what an older writer made."""
     h = hashlib.sha256()
-    for package in (Path(__file__).parent, Path(pycdlib.__file__).parent):
+    pycdlib = importlib.util.find_spec("pycdlib")
+    assert pycdlib is not None and pycdlib.origin is not None
+    for package in (Path(__file__).parent, Path(pycdlib.origin).parent):
         for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix != ".pyc"):
             h.update(f"{package.name}/{path.relative_to(package)}".encode() + b"\0" + path.read_bytes())
     return setting("code", h.hexdigest()[:16])
+
+
+def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[Path]) -> str | None:
+    """A key of the settings and of the stamp of every entry under `inputs` (walked, links not
+    followed) and of `outputs`: equal keys mean no file was written since, the ctime being part
+    of it.  None when an input changed within RACY_SECONDS, as then a later write in the same
+    clock tick could leave the same stamp."""
+    started = time.time_ns()
+    rows: list[tuple] = []
+    pending = [str(p) for p in inputs]
+    while pending:
+        path = pending.pop()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            rows.append((path, "missing"))
+            continue
+        rows.append((path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        if stat.S_ISDIR(st.st_mode):
+            for entry in os.scandir(path):
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                rows.append((entry.path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                             st.st_ctime_ns))
+    newest = max((max(row[5], row[6]) for row in rows if len(row) > 2), default=0)
+    if newest >= started - RACY_SECONDS * 10**9:
+        return None
+    try:
+        rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
+    except FileNotFoundError:
+        return None
+    return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _key(lines: list[str]) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__, kmod
-from .cache import BuildCache, code_line, setting
+from .cache import BuildCache, code_line, fingerprint, setting
 from .check import check_build
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
@@ -26,7 +26,7 @@ from .log import log_file, step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .profile import Profile, load_profile
 from .rootpatch import copy_rootpatch
-from .rpm import install_packages, package_owners
+from .rpm import install_packages, package_files, package_owners
 from .split import CD_DIR, split_tree
 from .tree import DIR, FILE, HARDLINK, Node, scan, sort_nodes, stat_node
 
@@ -90,6 +90,11 @@ def make(ctx: BuildContext) -> Path:
                   datetime.now(UTC).isoformat(timespec="seconds"))
         log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
+        if ctx.cache.unchanged_since_last_build(build_fingerprint(ctx)):
+            log.info("Nothing changed since the last build: no input was written since (%s)",
+                     ctx.cache.directory / "fingerprint")
+            log.info("Up to date: %s (%d MiB)", ctx.output, ctx.output.stat().st_size >> 20)
+            return ctx.output
         check_build(ctx)
         prepare_work_dir(ctx)
         try:
@@ -104,9 +109,25 @@ def make(ctx: BuildContext) -> Path:
             make_iso(ctx)
         finally:
             ctx.cache.save()
+        ctx.cache.record_build(build_fingerprint(ctx))
         log.info("%s %s (%d MiB)", "Wrote" if ctx.wrote_iso else "Up to date:", ctx.output,
                  ctx.output.stat().st_size >> 20)
     return ctx.output
+
+
+def build_fingerprint(ctx: BuildContext) -> str | None:
+    """Every input's stamp (root/ and the other input dirs, the parts, the records) and the
+    settings: when none moved since the last finished build, there is nothing to do."""
+    profile = ctx.profile
+    settings = [code_line(), setting("epoch", ctx.epoch), setting("version", ctx.version),
+                setting("profile", profile.path), setting("output", ctx.output),
+                setting("uid", os.geteuid())]
+    parts = [ctx.build_dir / getattr(profile.boot, key) for key in
+             ("xen", "kernel", "modules", "stage2_eltorito", "busybox")]
+    inputs = [ctx.root, ctx.rootpatch, ctx.irtree, ctx.grub, profile.path, ctx.root_mtree, ctx.irtree_mtree,
+              ctx.build_dir / "Builder", ctx.build_dir / "epoch", ctx.build_dir / "rpms",
+              *parts, *(p.resolve() for p in parts), *package_files(ctx)]
+    return fingerprint(settings, inputs, [ctx.output, ctx.stage / "root.tar.gz", ctx.stage / "initrd.gz"])
 
 
 def _user() -> str:

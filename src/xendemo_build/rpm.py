@@ -145,13 +145,18 @@ def package_lines(ctx: BuildContext) -> list[str]:
     """The stage's inputs: the profile's rpms section, the rpm files, root/'s rpm database, what
     xendemo added and removed before, and the passwd and group files owners resolve through."""
     rpms = ctx.profile.rpms
-    files = [p for p in (_find(ctx, given) for given in rpms.add) if p is not None]
+    files = package_files(ctx)
     db = ctx.root / DBPATH.lstrip("/")
     files += sorted(p for p in db.rglob("*") if p.is_file()) if db.is_dir() else []
     files += [p for p in (ctx.work / "rpm" / "added", ctx.work / "rpm" / "removed",
                           ctx.rootpatch / "etc/passwd", ctx.rootpatch / "etc/group",
                           ctx.root / "etc/passwd", ctx.root / "etc/group") if p.is_file()]
     return [code_line(), f"profile\t{rpms!r}", *ctx.cache.file_lines(files)]
+
+
+def package_files(ctx: BuildContext) -> list[Path]:
+    """The rpm files rpms.add names, where they are found."""
+    return [p for p in (_find(ctx, given) for given in ctx.profile.rpms.add) if p is not None]
 
 
 def _install(ctx: BuildContext) -> None:
