@@ -127,14 +127,13 @@ class BuildCache:
         return [f"{self._shown(p)}\t{digests[p]}" for p in paths]
 
     def _shown(self, path: Path) -> str:
-        if self.base is not None and path.is_relative_to(self.base):
-            return str(path.relative_to(self.base))
-        return str(path)
+        text, base = str(path), f"{self.base}/"
+        return text[len(base):] if self.base is not None and text.startswith(base) else text
 
     # -- the whole build --------------------------------------------------------------------------
 
     def unchanged_since_last_build(self, fingerprint: str | None) -> bool:
-        if self.rebuild or fingerprint is None:
+        if fingerprint is None:
             return False
         try:
             return (self.directory / "fingerprint").read_text() == fingerprint

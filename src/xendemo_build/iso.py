@@ -5,18 +5,27 @@ descriptor and record and has no option to set it.  While mastering, the `time`
 name inside pycdlib's modules is pointed at a clock that answers with the
 member's clamped mtime, in UTC; if a pycdlib upgrade stops reading the clock
 that way, `_frozen_clock` fails loudly instead of stamping today's date.
+
+Data: pycdlib copies each file through Python reads and writes; while
+mastering, its copy helper is pointed at `_kernel_copy_yield`, which has the
+kernel copy file to file (copy_file_range, else sendfile) and falls back to
+pycdlib's own loop where neither works.  The bytes are the same either way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import importlib.metadata
+import io
+import os
 import re
 import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pycdlib
 
@@ -25,6 +34,8 @@ from .errors import BuildError
 from .log import Progress
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
+COPY_CHUNK = 64 << 20
+NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY)
 PYCDLIB_CLOCK_USERS = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils",
                        "pycdlib.udf", "pycdlib.inplaceeditor")
 try:
@@ -71,6 +82,58 @@ def _frozen_clock(now: int) -> Iterator[_Clock]:
     finally:
         for module in saved.values():
             module.time = time  # type: ignore[attr-defined]
+
+
+def _kernel_copy_yield(data_length: int, blocksize: int, infp: BinaryIO,
+                       outfp: BinaryIO) -> Iterator[int]:
+    """pycdlib.utils.copy_data_yield, done by the kernel: same arguments, same yields."""
+    try:
+        in_fd, out_fd = infp.fileno(), outfp.fileno()
+    except (AttributeError, io.UnsupportedOperation):
+        yield from _PYCDLIB_COPY(data_length, blocksize, infp, outfp)
+        return
+    outfp.flush()
+    src, dst, left = infp.tell(), outfp.tell(), data_length
+    copy = _copy_file_range
+    while left > 0:
+        try:
+            done = copy(in_fd, out_fd, min(left, COPY_CHUNK), src, dst)
+        except OSError as e:
+            if e.errno not in NO_KERNEL_COPY or copy is _read_write:
+                raise
+            copy = _sendfile if copy is _copy_file_range else _read_write
+            continue
+        if done == 0:
+            raise BuildError(f"{getattr(infp, 'name', 'a file')}: shrank while it was written to the CD")
+        src, dst, left = src + done, dst + done, left - done
+        yield done
+    infp.seek(src)
+    outfp.seek(dst)
+
+
+def _copy_file_range(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
+    return os.copy_file_range(in_fd, out_fd, count, src, dst)
+
+
+def _sendfile(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
+    os.lseek(out_fd, dst, os.SEEK_SET)
+    return os.sendfile(out_fd, in_fd, src, count)
+
+
+def _read_write(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
+    return os.pwrite(out_fd, os.pread(in_fd, min(count, 1 << 20), src), dst)
+
+
+_PYCDLIB_COPY = pycdlib.utils.copy_data_yield
+
+
+@contextlib.contextmanager
+def _kernel_copy() -> Iterator[None]:
+    pycdlib.utils.copy_data_yield = _kernel_copy_yield
+    try:
+        yield
+    finally:
+        pycdlib.utils.copy_data_yield = _PYCDLIB_COPY
 
 
 class _Names:
@@ -144,8 +207,8 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
         _set_owners(iso, nodes)
         try:
             progress = Progress(sum(n.size for n in nodes if n.kind == FILE))
-            with atomic_output(out) as f:
-                iso.write_fp(f, progress_cb=lambda done, total: progress.to(done))
+            with atomic_output(out) as f, _kernel_copy():
+                iso.write_fp(f, blocksize=1 << 20, progress_cb=lambda done, total: progress.to(done))
         finally:
             iso.close()
 

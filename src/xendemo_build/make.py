@@ -17,6 +17,7 @@ from .check import check_build
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
 from .formats.cpio import write_initramfs
+from .formats.gz import SETTINGS as GZIP_SETTINGS
 from .formats.mtree import apply_mtree, read_mtree
 from .formats.tar import write_tar_gz
 from .initrd import INIT_SCRIPT, initrd_nodes, render_linuxrc
@@ -90,7 +91,7 @@ def make(ctx: BuildContext) -> Path:
                   datetime.now(UTC).isoformat(timespec="seconds"))
         log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
-        if ctx.cache.unchanged_since_last_build(build_fingerprint(ctx)):
+        if not ctx.cache.rebuild and ctx.cache.unchanged_since_last_build(build_fingerprint(ctx)):
             log.info("Nothing changed since the last build: no input was written since (%s)",
                      ctx.cache.directory / "fingerprint")
             log.info("Up to date: %s (%d MiB)", ctx.output, ctx.output.stat().st_size >> 20)
@@ -187,7 +188,8 @@ def split_usr(ctx: BuildContext) -> None:
 
 def make_root_tarball(ctx: BuildContext) -> None:
     out = ctx.stage / "root.tar.gz"
-    lines = [*common_lines(ctx), *ctx.cache.node_lines(ctx.tar_nodes, label="root.tar.gz:")]
+    lines = [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
+             *ctx.cache.node_lines(ctx.tar_nodes, label="root.tar.gz:")]
     if why := ctx.cache.skip("root.tar.gz", lines):
         with step(f"root.tar.gz: {why}"):
             write_tar_gz(ctx.tar_nodes, out)
@@ -204,7 +206,8 @@ def make_initrd(ctx: BuildContext) -> None:
     nodes = initrd_nodes(irtree=ctx.irtree, irtree_mtree=ctx.irtree_mtree, busybox=ctx.part("busybox"),
                          moddir=moddir, modules=modules, linuxrc=linuxrc, init=init, epoch=ctx.epoch)
     out = ctx.stage / "initrd.gz"
-    lines = [*common_lines(ctx), *ctx.cache.node_lines(nodes, label="initrd.gz:")]
+    lines = [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
+             *ctx.cache.node_lines(nodes, label="initrd.gz:")]
     if why := ctx.cache.skip("initrd.gz", lines):
         with step(f"initrd.gz: {why}"):
             log.info("    modules: %s", " ".join(m.name for m in modules))

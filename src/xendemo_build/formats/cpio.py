@@ -6,7 +6,6 @@ values (no root needed) and the bytes depend only on the nodes.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import stat
@@ -18,6 +17,7 @@ from typing import BinaryIO
 from ..atomic import atomic_output
 from ..errors import BuildError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
+from .gz import gzip_writer
 
 MAGIC = b"070701"
 MAGIC_CRC = b"070702"
@@ -179,11 +179,11 @@ def _write_file(out: BinaryIO, name: bytes, owner: Node, fields: dict[str, int])
 def write_initramfs(nodes: Iterable[Node], path: Path) -> None:
     """Write `nodes` to `path` as a gzip-compressed newc archive, reproducibly.
 
-    The gzip header carries no file name and mtime 0, so equal nodes give equal bytes.
+    Compressed by `gz.gzip_writer`: equal nodes give equal bytes.
     """
     try:
         with atomic_output(path) as raw:
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as gz:
+            with gzip_writer(raw) as gz:
                 write_newc(nodes, gz)
     except OSError as e:
         raise BuildError(f"{path}: cannot write the initramfs: {e.strerror}") from None

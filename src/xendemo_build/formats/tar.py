@@ -2,12 +2,11 @@
 
 GNU format (long names via ././@LongLink, which busybox tar reads), numeric
 owners only (no user names: the booted system's /etc/passwd decides), members
-in the order given, gzip header without file name and with mtime 0.
+in the order given, compressed by `gz.gzip_writer`.
 """
 
 from __future__ import annotations
 
-import gzip
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import BinaryIO, TypeVar
 
 from ..atomic import atomic_output
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
+from .gz import gzip_writer
 
 _T = TypeVar("_T")
 
@@ -49,7 +49,6 @@ def write_tar(nodes: Iterable[Node], out: BinaryIO) -> None:
                 tar.addfile(info)
 
 
-def write_tar_gz(nodes: Iterable[Node], path: Path, *, level: int = 6) -> None:
-    with atomic_output(path) as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                   mtime=0, compresslevel=level) as gz:
-        write_tar(nodes, gz)  # type: ignore[arg-type]
+def write_tar_gz(nodes: Iterable[Node], path: Path) -> None:
+    with atomic_output(path) as raw, gzip_writer(raw) as gz:
+        write_tar(nodes, gz)

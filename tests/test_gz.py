@@ -1,0 +1,80 @@
+"""The speed-ups keep the bytes: ISA-L gzip in threads and the kernel's file-to-file copy."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import os
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xendemo_build import iso as iso_module
+from xendemo_build.formats.gz import BLOCK, gzip_writer
+from xendemo_build.iso import master_iso
+from xendemo_build.tree import DIR, FILE, Node
+
+
+def _compress(data: bytes, piece: int) -> bytes:
+    out = io.BytesIO()
+    with gzip_writer(out) as gz:
+        for start in range(0, len(data), piece):
+            gz.write(data[start:start + piece])
+    return out.getvalue()
+
+
+def test_gzip_bytes_do_not_depend_on_how_the_writer_writes() -> None:
+    rng = random.Random(5)
+    data = b"".join(rng.choice([b"text line %d\n" % i, rng.randbytes(64)]) for i in range(150_000))
+    assert len(data) > 3 * BLOCK
+    outputs = {_compress(data, piece) for piece in (512, 10240, 65536, BLOCK, 3 * BLOCK + 7)}
+    assert len(outputs) == 1
+    out = outputs.pop()
+    assert gzip.decompress(out) == data
+    assert out[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"  # deflate, no flags (no name), mtime 0
+    assert subprocess.run(["gzip", "-dc"], input=out, capture_output=True, check=True).stdout == data
+
+
+def test_empty_stream_is_valid_gzip() -> None:
+    assert gzip.decompress(_compress(b"", 1)) == b""
+
+
+def _tree(tmp_path: Path) -> list[Node]:
+    rng = random.Random(7)
+    nodes = [Node("boot", DIR, 0o755, mtime=1_000_000), Node("data", DIR, 0o755, mtime=1_000_000)]
+    for i, size in enumerate((0, 1, 2047, 2048, 2049, 300_000, 5 << 20)):
+        source = tmp_path / f"f{i}"
+        source.write_bytes(rng.randbytes(size))
+        nodes.append(Node(f"data/f{i}", FILE, 0o644, mtime=1_000_000, size=size, source=source))
+    stage2 = tmp_path / "stage2"
+    stage2.write_bytes(rng.randbytes(100_000))
+    nodes.insert(1, Node("boot/stage2", FILE, 0o644, mtime=1_000_000, size=100_000, source=stage2))
+    return nodes
+
+
+def _master(nodes: list[Node], out: Path) -> str:
+    master_iso(nodes, out, label="T", boot_file="boot/stage2", boot_catalog="boot/boot.cat", epoch=1_000_000)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("refused", ["copy_file_range", "copy_file_range and sendfile"])
+def test_iso_bytes_are_the_same_whichever_way_the_kernel_copies(tmp_path: Path, refused: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    nodes = _tree(tmp_path)
+    kernel_copy = _master(nodes, tmp_path / "a.iso")
+    with monkeypatch.context() as m:  # pycdlib's own read/write loop
+        m.setattr(iso_module, "_kernel_copy_yield", iso_module._PYCDLIB_COPY)
+        own_copy = _master(nodes, tmp_path / "b.iso")
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))  # as between file systems
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    if "sendfile" in refused:
+        monkeypatch.setattr(os, "sendfile", refuse)
+    fallback = _master(nodes, tmp_path / "c.iso")
+    assert kernel_copy == own_copy == fallback
