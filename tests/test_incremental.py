@@ -46,7 +46,7 @@ def make(build_dir: Path, *args: str, epoch: str = EPOCH, ok: bool = True) -> su
 
 def stages(log: str) -> dict[str, str]:
     """stage -> why it ran, or "unchanged": the first build's lines only (not indented)."""
-    found = re.finditer(r"^‣ ([^ :]+): (.*?)(?:; copying .*)?$", log, re.M)
+    found = re.finditer(r"^‣ ([^ :]+): (.*?)(?:; .*)?$", log, re.M)
     return {m[1]: m[2] for m in found if m[1] in (*STAGES, "rpms") or m[1].endswith(".iso")}
 
 

@@ -26,12 +26,12 @@ import os
 import pickle
 import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .atomic import atomic_output
-from .log import skipped
+from .log import skipped, step
 from .tree import FILE, Node
 
 RACY_SECONDS = 2
@@ -49,13 +49,20 @@ def stamp_of(st: os.stat_result) -> Stamp:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _sha256(path: Path) -> str:
+CHANGED = "changed-while-building"  # never a digest: the stage runs again next time
+
+
+def _sha256(path: Path, stamp: Stamp) -> str:
+    """The file's sha256, or CHANGED when it is not the file `stamp` describes (any more)."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        if stamp_of(os.fstat(f.fileno())) != stamp:
+            return CHANGED
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+        return digest if stamp_of(os.fstat(f.fileno())) == stamp else CHANGED
 
 
-def _sha256_all(paths: list[Path]) -> list[str]:
-    return [_sha256(path) for path in paths]
+def _sha256_all(files: list[tuple[Path, Stamp]]) -> list[str]:
+    return [_sha256(path, stamp) for path, stamp in files]
 
 
 class BuildCache:
@@ -100,12 +107,13 @@ class BuildCache:
                 todo.append((path, stamp))
         if todo:
             started = time.time_ns()
-            chunks = [[path for path, _ in todo[i:i + HASH_CHUNK]] for i in range(0, len(todo), HASH_CHUNK)]
+            chunks = [todo[i:i + HASH_CHUNK] for i in range(0, len(todo), HASH_CHUNK)]
             with ThreadPoolExecutor(HASH_THREADS) as pool:
                 hashed = [digest for chunk in pool.map(_sha256_all, chunks) for digest in chunk]
+            settled = started - RACY_SECONDS * 10**9
             for (path, stamp), digest in zip(todo, hashed, strict=True):
                 found[path] = digest
-                if stamp[4] < started - RACY_SECONDS * 10**9 and stamp[3] < started - RACY_SECONDS * 10**9:
+                if digest != CHANGED and stamp[4] < settled and stamp[3] < settled:
                     self._digests[str(path)] = (stamp, digest)
                     self._changed = True
         return found
@@ -151,15 +159,14 @@ class BuildCache:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def why(self, stage: str, lines: list[str]) -> str | None:
-        """Why `stage` must run, or None when its recorded outputs are still what its inputs make."""
+    def must_run(self, stage: str) -> str | None:
+        """Why `stage` must run whatever its inputs: --rebuild, no record, or an output gone or
+        touched since it was written; else None."""
         if self.rebuild:
             return "--rebuild"
         record = self._read_record(stage)
         if record is None:
             return "no earlier build"
-        if record.get("key") != _key(lines):
-            return self._changed_input(stage, lines)
         for shown, written in record.get("outputs", {}).items():
             try:
                 now = list(stamp_of(os.stat(self.base / shown if self.base else shown)))
@@ -169,12 +176,44 @@ class BuildCache:
                 return f"{shown} changed since it was written"
         return None
 
-    def skip(self, stage: str, lines: list[str]) -> str | None:
-        """`why`, logging a line when the stage is skipped."""
-        reason = self.why(stage, lines)
+    def why(self, stage: str, lines: list[str]) -> str | None:
+        """Why `stage` must run, or None when its recorded outputs are still what `lines` make."""
+        if reason := self.must_run(stage):
+            return reason
+        record = self._read_record(stage)
+        if record is None or record.get("key") != _key(lines):
+            return self._changed_input(stage, lines)
+        return None
+
+    def run(self, stage: str, inputs: Callable[[], list[str]], action: Callable[[], object],
+            outputs: Callable[[], Sequence[Path]], *, doing: str = "", inputs_change: bool = False) -> bool:
+        """Run `action` (logged as a step) unless `inputs()` are the lines it last ran with and
+        its outputs are as it left them; record it.  True if it ran.
+
+        When it must run anyway, its inputs are read while it runs (hashing overlaps the work),
+        or, for a stage that changes its own inputs (`inputs_change`: rootpatch, rpms), after."""
+        reason = self.must_run(stage)
+        lines: list[str] | None = None
         if reason is None:
-            skipped(f"{stage}: unchanged")
-        return reason
+            lines = inputs()
+            reason = self.why(stage, lines)
+            if reason is None:
+                skipped(f"{stage}: unchanged")
+                return False
+        title = f"{stage}: {reason}" + (f"; {doing}" if doing else "")
+        if lines is None and not inputs_change:
+            with ThreadPoolExecutor(1) as pool:
+                reading = pool.submit(inputs)
+                with step(title):
+                    action()
+                lines = reading.result()
+        else:
+            with step(title):
+                action()
+            if inputs_change or lines is None:
+                lines = inputs()
+        self.done(stage, lines, outputs())
+        return True
 
     def done(self, stage: str, lines: list[str], outputs: Sequence[Path]) -> None:
         """Record that `stage` wrote `outputs` from the inputs `lines` (after the outputs are complete)."""
@@ -238,6 +277,21 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
     of it.  None when an input changed within RACY_SECONDS, as then a later write in the same
     clock tick could leave the same stamp."""
     started = time.time_ns()
+    try:
+        rows = _stamps(inputs)
+    except OSError:  # a path too long, a directory that cannot be read: the checks will say
+        return None
+    newest = max((max(row[5], row[6]) for row in rows if len(row) > 2), default=0)
+    if newest >= started - RACY_SECONDS * 10**9:
+        return None
+    try:
+        rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
+    except FileNotFoundError:
+        return None
+    return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _stamps(inputs: Iterable[Path]) -> list[tuple]:
     rows: list[tuple] = []
     pending = [str(p) for p in inputs]
     while pending:
@@ -256,14 +310,7 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
                 st = entry.stat(follow_symlinks=False)
                 rows.append((entry.path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
                              st.st_ctime_ns))
-    newest = max((max(row[5], row[6]) for row in rows if len(row) > 2), default=0)
-    if newest >= started - RACY_SECONDS * 10**9:
-        return None
-    try:
-        rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
-    except FileNotFoundError:
-        return None
-    return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
+    return rows
 
 
 def _key(lines: list[str]) -> str:

@@ -153,14 +153,17 @@ def check_kernel_modules(ctx: BuildContext) -> str:
     return f"kernel and modules: both {release}"
 
 
-def _initrd_modules(ctx: BuildContext) -> list[kmod.Module]:
-    return kmod.resolve(ctx.part("modules"), ctx.profile.initrd_modules,
-                        origin=f"{where(ctx, 'initrd.modules')}: initrd.modules")
+def initrd_modules(ctx: BuildContext) -> list[kmod.Module]:
+    """initrd.modules and their dependencies, resolved once per build (the checks and the initrd)."""
+    if ctx.initrd_modules is None:
+        ctx.initrd_modules = kmod.resolve(ctx.part("modules"), ctx.profile.initrd_modules,
+                                          origin=f"{where(ctx, 'initrd.modules')}: initrd.modules")
+    return ctx.initrd_modules
 
 
 def check_initrd_modules(ctx: BuildContext) -> str:
     moddir = ctx.part("modules")
-    modules = _initrd_modules(ctx)
+    modules = initrd_modules(ctx)
     kmod.check_vermagic(modules, kernel_release(ctx))
     have = {m.name for m in modules} | kmod.builtin_modules(moddir)
     missing = []
@@ -177,7 +180,7 @@ def check_initrd_modules(ctx: BuildContext) -> str:
 def check_templates(ctx: BuildContext) -> str:
     """/linuxrc looks for the label and version the CD gets; menu.lst boots files the CD has."""
     label = ctx.profile.volume_label
-    modules = _initrd_modules(ctx)
+    modules = initrd_modules(ctx)
     moddir = ctx.part("modules")
     render_linuxrc(ctx.irtree, version=ctx.version, label=label, modules=modules, moddir=moddir)
     # The values make passes are the CD's own; a template that does not use them looks for another CD.

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import kmod
 from .cache import BuildCache
 from .errors import BuildError
 from .profile import Profile
@@ -37,6 +38,7 @@ class BuildContext:
     root_nodes: list[Node] = field(default_factory=list)
     tar_nodes: list[Node] = field(default_factory=list)
     cd_nodes: list[Node] = field(default_factory=list)
+    initrd_modules: list[kmod.Module] | None = None
     wrote_iso: bool = False
 
     @property

@@ -11,9 +11,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import __version__, kmod
+from . import __version__
 from .cache import BuildCache, code_line, fingerprint, setting
-from .check import check_build
+from .check import check_build, initrd_modules
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
 from .formats.cpio import write_initramfs
@@ -148,12 +148,8 @@ def prepare_work_dir(ctx: BuildContext) -> None:
 def apply_rootpatch(ctx: BuildContext) -> None:
     if not ctx.rootpatch.is_dir():
         return
-    lines = rootpatch_lines(ctx)
-    if why := ctx.cache.skip("rootpatch", lines):
-        with step(f"rootpatch: {why}; copying rootpatch/ over root/"):
-            copied = copy_rootpatch(ctx.rootpatch, ctx.root)
-            log.info("    %d entries", len(copied))
-        ctx.cache.done("rootpatch", rootpatch_lines(ctx), [])
+    ctx.cache.run("rootpatch", lambda: rootpatch_lines(ctx), lambda: copy_rootpatch(ctx.rootpatch, ctx.root),
+                  list, doing="copying rootpatch/ over root/", inputs_change=True)
 
 
 def common_lines(ctx: BuildContext) -> list[str]:
@@ -188,31 +184,30 @@ def split_usr(ctx: BuildContext) -> None:
 
 def make_root_tarball(ctx: BuildContext) -> None:
     out = ctx.stage / "root.tar.gz"
-    lines = [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
-             *ctx.cache.node_lines(ctx.tar_nodes, label="root.tar.gz:")]
-    if why := ctx.cache.skip("root.tar.gz", lines):
-        with step(f"root.tar.gz: {why}"):
-            write_tar_gz(ctx.tar_nodes, out)
-        ctx.cache.done("root.tar.gz", lines, [out])
+
+    def inputs() -> list[str]:
+        return [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
+                *ctx.cache.node_lines(ctx.tar_nodes, label="root.tar.gz:")]
+
+    ctx.cache.run("root.tar.gz", inputs, lambda: write_tar_gz(ctx.tar_nodes, out), lambda: [out])
 
 
 def make_initrd(ctx: BuildContext) -> None:
     moddir = ctx.part("modules")
-    modules = kmod.resolve(moddir, ctx.profile.initrd_modules)
-    kmod.check_vermagic(modules, kmod.kernel_release(moddir))
+    modules = initrd_modules(ctx)
     linuxrc = write_if_changed(ctx.stage / "linuxrc", render_linuxrc(
         ctx.irtree, version=ctx.version, label=ctx.profile.volume_label, modules=modules, moddir=moddir))
     init = write_if_changed(ctx.stage / "init", INIT_SCRIPT)
     nodes = initrd_nodes(irtree=ctx.irtree, irtree_mtree=ctx.irtree_mtree, busybox=ctx.part("busybox"),
                          moddir=moddir, modules=modules, linuxrc=linuxrc, init=init, epoch=ctx.epoch)
     out = ctx.stage / "initrd.gz"
-    lines = [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
-             *ctx.cache.node_lines(nodes, label="initrd.gz:")]
-    if why := ctx.cache.skip("initrd.gz", lines):
-        with step(f"initrd.gz: {why}"):
-            log.info("    modules: %s", " ".join(m.name for m in modules))
-            write_initramfs(nodes, out)
-        ctx.cache.done("initrd.gz", lines, [out])
+
+    def inputs() -> list[str]:
+        return [*common_lines(ctx), setting("gzip", GZIP_SETTINGS),
+                *ctx.cache.node_lines(nodes, label="initrd.gz:")]
+
+    ctx.cache.run("initrd.gz", inputs, lambda: write_initramfs(nodes, out), lambda: [out],
+                  doing=f"modules {' '.join(m.name for m in modules)}")
 
 
 def render_menu_lst(ctx: BuildContext) -> None:
@@ -246,15 +241,16 @@ def write_if_changed(path: Path, data: str | bytes) -> Path:
 
 def make_iso(ctx: BuildContext) -> None:
     nodes = sort_nodes(ctx.cd_nodes + boot_nodes(ctx) + cd_record_nodes(ctx))
-    lines = [*common_lines(ctx), setting("label", ctx.profile.volume_label), setting("output", ctx.output),
-             setting("boot", f"{STAGE2} {BOOT_CATALOG}"),
-             *ctx.cache.node_lines(nodes, label="CD:")]
-    if why := ctx.cache.skip(ctx.output.name, lines):
-        with step(f"{ctx.output.name}: {why}"):
-            master_iso(nodes, ctx.output, label=ctx.profile.volume_label,
-                       boot_file=STAGE2.lstrip("/"), boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
-        ctx.cache.done(ctx.output.name, lines, [ctx.output])
-        ctx.wrote_iso = True
+
+    def inputs() -> list[str]:
+        return [*common_lines(ctx), setting("label", ctx.profile.volume_label), setting("output", ctx.output),
+                setting("boot", f"{STAGE2} {BOOT_CATALOG}"), *ctx.cache.node_lines(nodes, label="CD:")]
+
+    def master() -> None:
+        master_iso(nodes, ctx.output, label=ctx.profile.volume_label, boot_file=STAGE2.lstrip("/"),
+                   boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
+
+    ctx.wrote_iso = ctx.cache.run(ctx.output.name, inputs, master, lambda: [ctx.output])
 
 
 def _file(path: str, source: Path, epoch: int, mode: int = 0o644) -> Node:

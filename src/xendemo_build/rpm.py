@@ -30,7 +30,6 @@ from .context import BuildContext
 from .errors import BuildError
 from .formats.isoread import IsoReader
 from .formats.mtree import Meta, read_mtree, write_mtree
-from .log import step
 from .run import run
 from .split import CD_DIR
 from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
@@ -134,11 +133,9 @@ def install_packages(ctx: BuildContext) -> None:
         owners_mtree(ctx).unlink(missing_ok=True)
         (ctx.stage / "packages").unlink(missing_ok=True)
         return
-    if why := ctx.cache.skip("rpms", package_lines(ctx)):
-        with step(f"rpms: {why}; applying them to root/"):
-            _install(ctx)
-        outputs = [p for p in (ctx.stage / "packages", owners_mtree(ctx)) if p.exists()]
-        ctx.cache.done("rpms", package_lines(ctx), outputs)
+    ctx.cache.run("rpms", lambda: package_lines(ctx), lambda: _install(ctx),
+                  lambda: [p for p in (ctx.stage / "packages", owners_mtree(ctx)) if p.exists()],
+                  doing="applying them to root/", inputs_change=True)
 
 
 def package_lines(ctx: BuildContext) -> list[str]:
