@@ -174,7 +174,6 @@ def test_initramfs_gzip_is_reproducible(small: list[Node], tmp_path: Path) -> No
     assert raw[:3] == b"\x1f\x8b\x08"
     assert raw[3] & 0x08 == 0, "FNAME flag set: the file name is in the header"
     assert raw[4:8] == b"\0\0\0\0", "gzip mtime is not 0"
-    assert raw[8] == 2, "not compressed at level 9"
     assert gzip.decompress(raw) == newc(small)
     assert not list(tmp_path.glob("*.part"))
 

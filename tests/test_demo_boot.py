@@ -83,7 +83,7 @@ def test_boot_names_the_failed_linuxrc_stage(demo_dir: Path, tmp_path: Path,
     linuxrc = build_dir / "irtree/linuxrc.j2"
     linuxrc.write_text(linuxrc.read_text().replace("VERSION={{ version | shquote }}", "VERSION=0.0-other"))
     # The pre-flight checks refuse this CD (tests/test_check.py); build it anyway to boot it.
-    monkeypatch.setattr("xendemo_build.make.check_build", lambda ctx: None)
+    monkeypatch.setattr("xendemo_build.steps.check_build", lambda ctx: None)
     iso = make(new_context(build_dir, "2.0"))
     log = tmp_path / "boot.log"
     result = CliRunner().invoke(main, ["boot", str(iso), "--entry", "3", "--log", str(log),

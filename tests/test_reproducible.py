@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from xendemo_build import make as make_module
+from xendemo_build import steps as steps_module
 from xendemo_build.cli import main
 from xendemo_build.demo import run_demo
 from xendemo_build.formats import tar
@@ -87,8 +87,8 @@ def test_check_reproducible_names_a_tar_member_left_to_the_umask(demo_dir: Path,
 def test_check_reproducible_names_the_cd_file_that_saw_the_path(demo_dir: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     build_dir = _copy_demo(demo_dir, tmp_path)
-    honest = make_module.render_menu
-    monkeypatch.setattr(make_module, "render_menu",
+    honest = steps_module.render_menu
+    monkeypatch.setattr(steps_module, "render_menu",
                         lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
     found = check_reproducible(build_dir, "1.0")
     assert found.difference == "/boot/grub/menu.lst: content differs"
@@ -97,8 +97,8 @@ def test_check_reproducible_names_the_cd_file_that_saw_the_path(demo_dir: Path, 
 def test_check_reproducible_from_the_command_line_fails_in_one_line(demo_dir: Path, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     build_dir = _copy_demo(demo_dir, tmp_path)
-    honest = make_module.render_menu
-    monkeypatch.setattr(make_module, "render_menu",
+    honest = steps_module.render_menu
+    monkeypatch.setattr(steps_module, "render_menu",
                         lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
     result = CliRunner().invoke(main, ["make", "1.0", "-C", str(build_dir), "--check-reproducible"])
     assert result.exit_code == 1

@@ -45,7 +45,7 @@ PROJECT = Path(__file__).parents[1]
 PYTHON = Path("/usr/bin/python3")
 USER, GROUP = "nobody", "nogroup"
 DROP = ["setpriv", f"--reuid={USER}", f"--regid={GROUP}", "--clear-groups"]
-PACKAGES = ("xendemo_build", "click", "pycdlib", "jinja2", "markupsafe", "yaml", "_yaml", "elftools")
+PACKAGES = ("xendemo_build", "click", "pycdlib", "jinja2", "markupsafe", "yaml", "_yaml", "elftools", "isal")
 OPTIONAL = {"_yaml"}  # PyYAML's compatibility shim; not every PyYAML has it
 CLI = "from xendemo_build.cli import main; main()"
 VERSION = "1.0"

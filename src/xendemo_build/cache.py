@@ -72,18 +72,22 @@ class BuildCache:
         self.directory = directory
         self.rebuild = rebuild
         self.base = base  # labels are shown relative to this (the build dir)
-        self._digests: dict[str, tuple[Stamp, str]] = {} if rebuild else self._load_digests()
+        # Kept by --rebuild too: they only say whether a file changed, never what a stage writes.
+        self._loaded: dict[str, tuple[Stamp, str]] | None = None
         self._changed = False
 
     # -- file digests ---------------------------------------------------------------------------
 
-    def _load_digests(self) -> dict[str, tuple[Stamp, str]]:
-        try:
-            with open(self.directory / "digests", "rb") as f:
-                version, digests = pickle.load(f)
-            return digests if version == DIGESTS_FORMAT else {}
-        except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):
-            return {}  # no cache, or a damaged one: hash everything again
+    @property
+    def _digests(self) -> dict[str, tuple[Stamp, str]]:
+        if self._loaded is None:
+            try:
+                with open(self.directory / "digests", "rb") as f:
+                    version, digests = pickle.load(f)
+                self._loaded = digests if version == DIGESTS_FORMAT and isinstance(digests, dict) else {}
+            except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):
+                self._loaded = {}  # no cache, or a damaged one: hash everything again
+        return self._loaded
 
     def save(self) -> None:
         if not self._changed:

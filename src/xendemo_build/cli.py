@@ -44,7 +44,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("--profile", help="Profile name (profiles/NAME.yaml) or path.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the ISO [default: BUILD_DIR/xendemo-VERSION.iso].")
-@click.option("--rebuild", is_flag=True, help="Run every stage, whatever the cache in work/ says.")
+@click.option("--rebuild", is_flag=True,
+              help="Run every stage, whatever work/cache says (file digests, kept by stamp, are reused).")
 @click.option("--check-reproducible", is_flag=True,
               help="Build a second time from a copy elsewhere (from scratch, other umask, TZ and "
                    "locale) and compare; name the first difference.")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import kmod
 from .cache import BuildCache
 from .errors import BuildError
 from .profile import Profile
 from .tree import Node
+
+if TYPE_CHECKING:
+    from .kmod import Module
 
 VERSION_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
 
@@ -38,7 +41,7 @@ class BuildContext:
     root_nodes: list[Node] = field(default_factory=list)
     tar_nodes: list[Node] = field(default_factory=list)
     cd_nodes: list[Node] = field(default_factory=list)
-    initrd_modules: list[kmod.Module] | None = None
+    initrd_modules: list[Module] | None = None
     wrote_iso: bool = False
 
     @property
@@ -81,6 +84,17 @@ class BuildContext:
     @property
     def log_path(self) -> Path:
         return self.output.with_suffix(".log")
+
+    def rpm_file(self, given: str) -> Path | None:
+        """An rpm named in rpms.add: a path in the build dir, or a file name in rpms/."""
+        candidates = [self.build_dir / given]
+        if "/" not in given:
+            candidates.append(self.build_dir / "rpms" / given)
+        return next((p.resolve() for p in candidates if p.is_file()), None)
+
+    def rpm_files(self) -> list[Path]:
+        """The rpm files rpms.add names, where they are found."""
+        return [p for p in map(self.rpm_file, self.profile.rpms.add) if p is not None]
 
     def part(self, key: str) -> Path:
         """A boot part named in the profile, resolved against the build dir."""

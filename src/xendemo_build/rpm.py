@@ -142,18 +142,13 @@ def package_lines(ctx: BuildContext) -> list[str]:
     """The stage's inputs: the profile's rpms section, the rpm files, root/'s rpm database, what
     xendemo added and removed before, and the passwd and group files owners resolve through."""
     rpms = ctx.profile.rpms
-    files = package_files(ctx)
+    files = ctx.rpm_files()
     db = ctx.root / DBPATH.lstrip("/")
     files += sorted(p for p in db.rglob("*") if p.is_file()) if db.is_dir() else []
     files += [p for p in (ctx.work / "rpm" / "added", ctx.work / "rpm" / "removed",
                           ctx.rootpatch / "etc/passwd", ctx.rootpatch / "etc/group",
                           ctx.root / "etc/passwd", ctx.root / "etc/group") if p.is_file()]
     return [code_line(), f"profile\t{rpms!r}", *ctx.cache.file_lines(files)]
-
-
-def package_files(ctx: BuildContext) -> list[Path]:
-    """The rpm files rpms.add names, where they are found."""
-    return [p for p in (_find(ctx, given) for given in ctx.profile.rpms.add) if p is not None]
 
 
 def _install(ctx: BuildContext) -> None:
@@ -201,7 +196,7 @@ def _install(ctx: BuildContext) -> None:
 def _query(ctx: BuildContext, index: int, given: str) -> Package:
     key = f"rpms.add[{index}]"
     where = f"{ctx.profile.at(key)}: {key}"
-    path = _find(ctx, given)
+    path = ctx.rpm_file(given)
     if path is None:
         raise BuildError(f"{where}: {given!r} not found (looked in {ctx.build_dir} and "
                          f"{ctx.build_dir / 'rpms'}); fix the name or put the file in rpms/")
@@ -215,13 +210,6 @@ def _query(ctx: BuildContext, index: int, given: str) -> Package:
         raise BuildError(f"{where} {given}: not a valid rpm package ({reason}); rebuild or re-download it")
     name, evr, arch = fields
     return Package(index, given, path, name, evr, arch)
-
-
-def _find(ctx: BuildContext, given: str) -> Path | None:
-    candidates = [ctx.build_dir / given]
-    if "/" not in given:
-        candidates.append(ctx.build_dir / "rpms" / given)
-    return next((p.resolve() for p in candidates if p.is_file()), None)
 
 
 def _last_error(stderr: str) -> str:
