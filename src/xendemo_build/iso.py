@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import importlib.metadata
 import io
@@ -45,6 +46,12 @@ except importlib.metadata.PackageNotFoundError:  # a copied runtime without the 
 _NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
 
 
+@functools.lru_cache(maxsize=1024)
+def _utc(secs: float) -> time.struct_time:
+    """time.gmtime, remembered: pycdlib asks about 8 times per record, mostly for the same date."""
+    return time.gmtime(secs)
+
+
 class _Clock:
     """Stands in for the `time` module inside pycdlib."""
 
@@ -55,10 +62,10 @@ class _Clock:
         return float(self.now)
 
     def localtime(self, secs: float | None = None) -> time.struct_time:
-        return time.gmtime(self.now if secs is None else secs)
+        return _utc(self.now if secs is None else secs)
 
     def gmtime(self, secs: float | None = None) -> time.struct_time:
-        return time.gmtime(self.now if secs is None else secs)
+        return _utc(self.now if secs is None else secs)
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
