@@ -38,7 +38,9 @@ largest single process of the tree), the ratio xendemo/C, the C script's
 per-stage times and xendemo's per-step times from its build log.
 
 Then, against that full build (`make --rebuild`), the incremental cases: `xendemo make`
-with nothing changed, and with one rootpatch file changed.
+with nothing changed, and with one rootpatch file changed.  And the unpack of the
+reference build's CD: `xendemo unpack` against `xorriso -osirrox on -extract` +
+`tar -xzf` (unpack_times.py's `bench`; every run into a new dir under the scratch dir).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import time
 from pathlib import Path
 
 from benchlib import SEED, Timing, add_symlinks, note, run_timed, text_pool
+from unpack_times import bench as bench_unpack
 
 from xendemo_build.demo import run_demo
 from xendemo_build.menu import KERNEL, MENU_LST, STAGE2, XEN
@@ -318,6 +321,11 @@ def cell(t: Timing) -> str:
     return f"{med(t.wall):8.2f} {med(t.cpu):7.2f} {t.rss_kib / 1024:8.1f}"
 
 
+def ratio_row(ours: Timing, theirs: Timing) -> str:
+    return (f"{'ratio x/C':<14} {med(ours.wall) / med(theirs.wall):8.2f} "
+            f"{med(ours.cpu) / med(theirs.cpu):7.2f} {ours.rss_kib / max(theirs.rss_kib, 1):8.1f}")
+
+
 def median_steps(steps: list[dict[str, float]]) -> list[tuple[str, float]]:
     names = list(dict.fromkeys(n for s in steps for n in s))
     return [(n, med([s[n] for s in steps if n in s])) for n in names]
@@ -363,7 +371,6 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)})
         reference = time.monotonic() - start
-        ref.unlink()
         note("preparing the C side's trees (hard links)")
         stage_root, irtree, cdtree, label = prepare_c_inputs(big, tmp / "c", big / "work/stage")
         c_env = {**os.environ, "STAGE_ROOT": str(stage_root), "IRTREE": str(irtree), "CDTREE": str(cdtree),
@@ -372,6 +379,9 @@ def main() -> None:
         work.mkdir()
         ours, theirs, x_size, c_size = bench(big, work, args.runs, c_env)
         noop, one_file = bench_incremental(big, work, args.runs)
+        note("unpack: xendemo unpack against xorriso -extract + tar -xzf, of the reference CD")
+        (work / "unpack").mkdir()
+        unpack_x, unpack_c = bench_unpack(ref, work / "unpack", args.runs)
         prof = profile_make(big, tmp / "prof.iso", args.cprofile) if args.cprofile else ""
 
         usr_files, usr_bytes = du(big / "root/usr")
@@ -396,8 +406,12 @@ def main() -> None:
         print(f"{'xendemo make':<14} {cell(ours)}")
         print(f"{'C pipeline':<14} {cell(theirs)}")
         if not (ours.error or theirs.error):
-            print(f"{'ratio x/C':<14} {med(ours.wall) / med(theirs.wall):8.1f} "
-                  f"{med(ours.cpu) / med(theirs.cpu):7.1f} {ours.rss_kib / max(theirs.rss_kib, 1):8.1f}")
+            print(ratio_row(ours, theirs))
+        print(f"\nunpack of that CD (median of {args.runs}), into {work / 'unpack'}:")
+        print(f"{'xendemo unpack':<14} {cell(unpack_x)}")
+        print(f"{'xorriso + tar':<14} {cell(unpack_c)}")
+        if not (unpack_x.error or unpack_c.error):
+            print(ratio_row(unpack_x, unpack_c))
         print(f"\nincremental xendemo make, against the full xendemo make above (median of {args.runs}):")
         for name, t, target in (("nothing changed", noop, 0.05), ("one rootpatch file", one_file, 0.5)):
             ratio = med(t.wall) / med(ours.wall) if not (t.error or ours.error) else float("nan")
@@ -412,7 +426,8 @@ def main() -> None:
         for name, secs in median_steps(one_file.steps):
             print(f"  {secs:7.1f}  {name}")
         for who, t in (("xendemo make", ours), ("C pipeline", theirs), ("no-op make", noop),
-                       ("one-file make", one_file)):
+                       ("one-file make", one_file), ("xendemo unpack", unpack_x),
+                       ("xorriso + tar", unpack_c)):
             if t.error:
                 print(f"\n{who} FAILED:\n{t.error}")
         if prof:
