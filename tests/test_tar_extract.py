@@ -356,8 +356,9 @@ HOSTILE: list[tuple[str, Build, str, dict[str, int]]] = [
     ("truncated-gz", raw_file(lambda _: valid_gz()[: len(valid_gz()) // 2]),
      r"^root\.tar\.gz: data: truncated or corrupt archive$", {}),
     ("truncated-gz-trailer", raw_file(lambda _: valid_gz()[:-4]),
-     r"^root\.tar\.gz: truncated or corrupt archive$", {}),
+     r"^root\.tar\.gz: (data: )?truncated or corrupt archive$", {}),
     # read ahead: the end of the gzip member may come while the last member's data is read
+    # (ISA-L's inflate reads ahead further than zlib's)
     ("bad-crc", raw_file(lambda _: flip(valid_gz(), len(valid_gz()) - 6)),
      r"^root\.tar\.gz: (data: )?truncated or corrupt archive$", {}),
     ("garbage", raw_file(lambda _: data(4, 100_000)), r"^root\.tar\.gz: not a gzip file$", {}),

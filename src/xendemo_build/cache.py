@@ -13,7 +13,12 @@ a file's (device, inode, size, mtime, ctime) to its sha256, git's index trick.
 ctime cannot be set from user space, so an edit that puts the old mtime back
 still counts as a change.  A file changed less than RACY_SECONDS before it was
 hashed is not remembered (it could change again within the same clock tick),
-and is hashed again next time.
+and is hashed again next time; one that changes while it is hashed gets no
+digest at all, so the stage runs again next time.
+
+Before any stage, `fingerprint` walks the inputs' stamps alone: when no input
+was written since the last finished build (work/cache/fingerprint), there is
+nothing to do at all.
 """
 
 from __future__ import annotations

@@ -8,19 +8,16 @@ that way, `_frozen_clock` fails loudly instead of stamping today's date.
 
 Data: pycdlib copies each file through Python reads and writes; while
 mastering, its copy helper is pointed at `_kernel_copy_yield`, which has the
-kernel copy file to file (copy_file_range, else sendfile) and falls back to
-pycdlib's own loop where neither works.  The bytes are the same either way.
+kernel copy file to file (`fastcopy.copy_range`).  The bytes are the same.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import importlib
 import importlib.metadata
 import io
-import os
 import re
 import stat
 import time
@@ -32,11 +29,10 @@ import pycdlib
 
 from .atomic import atomic_output
 from .errors import BuildError
+from .fastcopy import copy_range
 from .log import Progress
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
-COPY_CHUNK = 64 << 20
-NO_KERNEL_COPY = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.ETXTBSY)
 PYCDLIB_CLOCK_USERS = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils",
                        "pycdlib.udf", "pycdlib.inplaceeditor")
 try:
@@ -100,35 +96,14 @@ def _kernel_copy_yield(data_length: int, blocksize: int, infp: BinaryIO,
         yield from _PYCDLIB_COPY(data_length, blocksize, infp, outfp)
         return
     outfp.flush()
-    src, dst, left = infp.tell(), outfp.tell(), data_length
-    copy = _copy_file_range
-    while left > 0:
-        try:
-            done = copy(in_fd, out_fd, min(left, COPY_CHUNK), src, dst)
-        except OSError as e:
-            if e.errno not in NO_KERNEL_COPY or copy is _read_write:
-                raise
-            copy = _sendfile if copy is _copy_file_range else _read_write
-            continue
-        if done == 0:
-            raise BuildError(f"{getattr(infp, 'name', 'a file')}: shrank while it was written to the CD")
-        src, dst, left = src + done, dst + done, left - done
-        yield done
-    infp.seek(src)
-    outfp.seek(dst)
-
-
-def _copy_file_range(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
-    return os.copy_file_range(in_fd, out_fd, count, src, dst)
-
-
-def _sendfile(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
-    os.lseek(out_fd, dst, os.SEEK_SET)
-    return os.sendfile(out_fd, in_fd, src, count)
-
-
-def _read_write(in_fd: int, out_fd: int, count: int, src: int, dst: int) -> int:
-    return os.pwrite(out_fd, os.pread(in_fd, min(count, 1 << 20), src), dst)
+    src, dst = infp.tell(), outfp.tell()
+    try:
+        yield from copy_range(in_fd, out_fd, data_length, src, dst)
+    except EOFError:
+        name = getattr(infp, "name", "a file")
+        raise BuildError(f"{name}: shrank while it was written to the CD") from None
+    infp.seek(src + data_length)
+    outfp.seek(dst + data_length)
 
 
 _PYCDLIB_COPY = pycdlib.utils.copy_data_yield

@@ -7,8 +7,6 @@ so the RAM-backed root stays small.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .errors import BuildError
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node, sort_nodes
 
@@ -32,20 +30,20 @@ def split_tree(nodes: list[Node], relocate: tuple[str, ...]) -> tuple[list[Node]
     for node in nodes:
         if node.path == "usr" or node.path.startswith("usr/"):
             if node.path == "usr":
-                tar.append(replace(node, kind=DIR, size=0, source=None, target=""))
+                tar.append(node.replace(kind=DIR, size=0, source=None, target=""))
             else:
-                cd.append(replace(node, path=node.path[4:]))
+                cd.append(node.replace(path=node.path[4:]))
             continue
         top = next((p for p in moved if node.path == p or node.path.startswith(p + "/")), None)
         if top is None:
             tar.append(node)
         else:
-            cd.append(replace(node, path=f"{USR_ROOT}/{node.path}"))
+            cd.append(node.replace(path=f"{USR_ROOT}/{node.path}"))
             if node.path == top:
                 # Relative, so the link holds wherever the tree is unpacked (the
                 # initrd checks /newroot/sbin/init before switching root).
                 up = "../" * top.count("/")
-                tar.append(replace(node, kind=SYMLINK, mode=0o777, size=0, source=None,
+                tar.append(node.replace(kind=SYMLINK, mode=0o777, size=0, source=None,
                                    target=f"{up}usr/{USR_ROOT}/{top}"))
     if cd and not any(n.path == USR_ROOT for n in cd) and moved:
         cd.append(Node(path=USR_ROOT, kind=DIR, mode=0o755, mtime=max(n.mtime for n in nodes)))
@@ -76,11 +74,11 @@ def _detach_hardlinks(nodes: list[Node], originals: dict[str, Node], prefix: boo
             first_of[original] = node.path
         if node.kind == HARDLINK:
             if node.target in first_of:
-                node = replace(node, target=first_of[node.target])
+                node = node.replace(target=first_of[node.target])
             else:
                 source = originals[node.target]
                 first_of[node.target] = node.path
-                node = replace(node, kind=FILE, target="", size=source.size, source=source.source)
+                node = node.replace(kind=FILE, target="", size=source.size, source=source.source)
         out.append(node)
     return out
 

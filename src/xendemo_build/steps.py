@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -188,5 +187,5 @@ def cd_record_nodes(ctx: BuildContext) -> list[Node]:
 
 
 def _under(prefix: str, node: Node) -> Node:
-    return replace(node, path=f"{prefix}/{node.path}",
+    return node.replace(path=f"{prefix}/{node.path}",
                    target=f"{prefix}/{node.target}" if node.kind == HARDLINK else node.target)

@@ -45,6 +45,15 @@ class Node:
     # (dev, ino, size, mtime_ns, ctime_ns) of `source` when scanned: the build cache's stat key
     stamp: tuple[int, int, int, int, int] | None = field(default=None, compare=False, repr=False)
 
+    def replace(self, **changes: object) -> Node:
+        """dataclasses.replace without its per-call introspection: the splits and unpack call
+        this for every member of a tree.  Fields only; Node has no __post_init__."""
+        if not changes.keys() <= self.__dict__.keys():
+            raise TypeError(f"Node has no field {sorted(changes.keys() - self.__dict__.keys())}")
+        new = object.__new__(Node)
+        new.__dict__.update(self.__dict__, **changes)
+        return new
+
     @property
     def name(self) -> str:
         return self.path.rsplit("/", 1)[-1]

@@ -19,8 +19,8 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import foreign, kmod
@@ -172,10 +172,7 @@ def _extract_root_tarball(cd: IsoReader, entry: IsoEntry, out: Path, root: Path)
 
 
 def _copy_data(cd: IsoReader, entry: IsoEntry, dest: Path) -> None:
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        for chunk in cd.read(entry):
-            f.write(chunk)
+    _write_new(dest, lambda fd: cd.copy_to(entry, fd), 0o600)
 
 
 def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node],
@@ -216,9 +213,9 @@ def _place(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, relocated: list[str], cd
         target = f"usr/{node.path}"
     cd_to_root[node.path] = target
     if node.kind == HARDLINK:
-        node = replace(node, target=cd_to_root[node.target])
+        node = node.replace(target=cd_to_root[node.target])
     _write_entry(cd, entry, dirs, target, node)
-    placed.append(replace(node, path=target))
+    placed.append(node.replace(path=target))
 
 
 def _finish_dirs(top: Path, dirs: list[Node]) -> None:
@@ -295,12 +292,7 @@ def _write_entry(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, rel: str, node: No
         if node.kind == DIR:
             os.mkdir(name, 0o700, dir_fd=parent_fd)  # its mode and mtime: _finish_dirs
         elif node.kind == FILE:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=parent_fd)
-            with os.fdopen(fd, "wb") as f:
-                for chunk in cd.read(entry):
-                    f.write(chunk)
-                f.flush()  # before the chmod: a write by a normal user clears setuid/setgid bits
-                os.fchmod(f.fileno(), node.mode)
+            _write_new(name, lambda fd: cd.copy_to(entry, fd), node.mode, dir_fd=parent_fd)
             os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd)
         elif node.kind == SYMLINK:
             os.symlink(node.target, name, dir_fd=parent_fd)
@@ -350,10 +342,10 @@ def _restore_inputs(cd: IsoReader, entries: list[IsoEntry], out: Path) -> None:
             rel = "/".join(parts[1:])
             node = entry.node
             if node.kind == HARDLINK:
-                node = replace(node, target="/".join(node.target.split("/")[1:]))
+                node = node.replace(target="/".join(node.target.split("/")[1:]))
             _write_entry(cd, entry, dirs, rel, node)
             if node.kind == DIR:
-                made.append(replace(node, path=rel))
+                made.append(node.replace(path=rel))
     _finish_dirs(out, made)
 
 
@@ -447,12 +439,20 @@ def _make_dirs(out: Path, directory: Path, shown: str) -> None:
             raise BuildError(f"{shown}: {at.relative_to(out)} is not a directory")
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fchmod(f.fileno(), mode)
+def _write_new(path: Path, data: bytes | Callable[[int], None], mode: int,
+               dir_fd: int | None = None) -> None:
+    """A new file (never through a link, never over one) with `data`, or what `data(fd)` writes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        if callable(data):
+            data(fd)
+        else:
+            with memoryview(data) as view:
+                while view.nbytes:
+                    view = view[os.write(fd, view):]
+        os.fchmod(fd, mode)  # after the data: a write by a normal user clears setuid bits
+    finally:
+        os.close(fd)
 
 
 def _initrd_members(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> dict[str, CpioEntry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta, timezone
 
 
@@ -35,6 +36,7 @@ def utc(y: int, mo: int, d: int, h: int, mi: int, s: int, quarters: int) -> int:
     return int(datetime(y, mo, d, h, mi, s, tzinfo=tz).timestamp())
 
 
+@functools.lru_cache(maxsize=4096)  # most records of a CD share a handful of dates
 def date7(b: bytes) -> int | None:
     """The 7-byte date of directory records and short TF; None when unspecified (all zero)."""
     if not any(b[:6]):

@@ -23,10 +23,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError
+from ..fastcopy import copy_range
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 from .isofields import both32, date7, le32, show
 from .rockridge import decode_rock_ridge
@@ -527,9 +528,10 @@ class IsoReader:
                 raise self._err(path, "relocated directory (Rock Ridge RE) that no CL entry links to")
 
     def _entry(self, rec: _Rec, path: str, **changes: object) -> IsoEntry:
-        node = Node(path=path, kind=rec.kind, mode=rec.mode, uid=rec.uid, gid=rec.gid, mtime=rec.mtime,
-                    size=rec.size if rec.kind == FILE else 0, target=rec.target, rdev=rec.rdev)
-        return IsoEntry(node=replace(node, **changes), extent=rec.extent)
+        fields = {"path": path, "kind": rec.kind, "mode": rec.mode, "uid": rec.uid, "gid": rec.gid,
+                  "mtime": rec.mtime, "size": rec.size if rec.kind == FILE else 0, "target": rec.target,
+                  "rdev": rec.rdev}
+        return IsoEntry(node=Node(**{**fields, **changes}), extent=rec.extent)  # type: ignore[arg-type]
 
     def _file_entry(self, rec: _Rec, path: str, st: _State) -> IsoEntry:
         self._check_extent(path, rec.extent, rec.size)
@@ -568,6 +570,18 @@ class IsoReader:
             n = min(CHUNK, end - offset)
             yield self._pread(offset, n, node.path)
             offset += n
+
+    def copy_to(self, entry: IsoEntry, out_fd: int) -> None:
+        """Write the data of a FILE entry at the start of out_fd, copied by the kernel."""
+        node = entry.node
+        if node.kind != FILE:
+            raise self._err(node.path, f"not a regular file ({node.kind}), has no data to read")
+        self._check_extent(node.path, entry.extent, node.size)
+        try:
+            for _ in copy_range(self._fd, out_fd, node.size, entry.extent * self.info.block_size, 0):
+                pass
+        except EOFError:
+            raise self._err(node.path, "the image ends inside the file's data") from None
 
     def _lookup(self, path: str) -> IsoEntry:
         """The entry at `path` ("etc/inittab" or "/etc/inittab"), without walking the whole tree."""

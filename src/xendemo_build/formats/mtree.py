@@ -16,7 +16,7 @@ entry for a path that is not on disk adds it (any type but file).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BuildError
@@ -151,8 +151,8 @@ def apply_mtree(nodes: list[Node], entries: dict[str, Meta], shown: str, *, mtim
             if node.kind != FILE or node.size != 0 or kind not in (CHAR, BLOCK, FIFO):
                 raise BuildError(f"{where}: ./{rel} is a {node.kind} on disk but type={kind} here; "
                                  f"make them agree")
-            node = replace(node, kind=kind, source=None)
-        by_path[rel] = replace(node, **_meta_kwargs(meta))  # type: ignore[arg-type]
+            node = node.replace(kind=kind, source=None)
+        by_path[rel] = node.replace(**_meta_kwargs(meta))  # type: ignore[arg-type]
     return sort_nodes(by_path.values())
 
 

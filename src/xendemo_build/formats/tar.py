@@ -8,11 +8,12 @@ in the order given, compressed by `gz.gzip_writer`.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from ..atomic import atomic_output
+from ..log import Progress
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 from .gz import gzip_writer
 
@@ -37,7 +38,7 @@ def tarinfo(node: Node) -> tarfile.TarInfo:
     return info
 
 
-def write_tar(nodes: Iterable[Node], out: BinaryIO) -> None:
+def write_tar(nodes: Iterable[Node], out: BinaryIO, progress: Progress | None = None) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
         for node in nodes:
             info = tarinfo(node)
@@ -47,8 +48,11 @@ def write_tar(nodes: Iterable[Node], out: BinaryIO) -> None:
                     tar.addfile(info, data)
             else:
                 tar.addfile(info)
+            if progress:
+                progress.add(info.size)
 
 
-def write_tar_gz(nodes: Iterable[Node], path: Path) -> None:
+def write_tar_gz(nodes: Sequence[Node], path: Path) -> None:
+    progress = Progress(sum(n.size for n in nodes if n.kind == FILE))
     with atomic_output(path) as raw, gzip_writer(raw) as gz:
-        write_tar(nodes, gz)
+        write_tar(nodes, gz, progress)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
+
+from isal import isal_zlib
 
 from ..errors import BuildError
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node, parents
@@ -75,7 +76,7 @@ class _Inflater:
         self._limits = limits
         self._progress = progress
         self._size = os.fstat(raw.fileno()).st_size
-        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._z = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)  # ISA-L: zlib's API, 3x faster
         self._tail = raw.read(2)
         self.compressed = len(self._tail)
         self.expanded = 0
@@ -97,7 +98,7 @@ class _Inflater:
                     self._progress(self.compressed, self._size)
             try:
                 data = self._z.decompress(self._tail, size)
-            except zlib.error:
+            except isal_zlib.error:
                 raise _Refused(_CORRUPT) from None
             self._tail = self._z.unconsumed_tail
             if data:
@@ -331,7 +332,7 @@ class _Extractor:
     def _corrupt_on_error(call: Callable[[], _T]) -> _T:
         try:
             return call()
-        except (tarfile.TarError, EOFError, zlib.error, ValueError):
+        except (tarfile.TarError, EOFError, isal_zlib.error, ValueError):
             raise _Refused(_CORRUPT) from None
 
     def _member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, inflater: _Inflater) -> Node | None:
@@ -359,9 +360,9 @@ class _Extractor:
             room = self.limits.max_total_bytes - inflater.expanded
             if m.size > room:
                 raise _Refused(f"{m.size} bytes of data, more than max_total_bytes allows")
-            node = replace(node, size=m.size, source=self.dest / path)
+            node = node.replace(size=m.size, source=self.dest / path)
         elif kind == SYMLINK:
-            node = replace(node, target=self._link_target(m.linkname))
+            node = node.replace(target=self._link_target(m.linkname))
         elif kind == HARDLINK:
             try:
                 target = self._relative(m.linkname, is_dir=False)
@@ -370,9 +371,9 @@ class _Extractor:
             if target is None or self.kinds.get(target) != FILE:
                 raise _Refused(f"hard link to {_show(m.linkname)}, which is not an earlier "
                                f"regular file in the archive")
-            node = replace(node, target=target)
+            node = node.replace(target=target)
         elif kind in (CHAR, BLOCK):
-            node = replace(node, rdev=(m.devmajor, m.devminor))
+            node = node.replace(rdev=(m.devmajor, m.devminor))
 
         self._claim(path, kind)
         if kind in (CHAR, BLOCK, FIFO):
@@ -505,7 +506,7 @@ class _Extractor:
                 while left:
                     try:
                         chunk = data.read(min(_CHUNK, left))
-                    except (tarfile.TarError, EOFError, zlib.error):
+                    except (tarfile.TarError, EOFError, isal_zlib.error):
                         raise _Refused(_CORRUPT) from None
                     if not chunk:
                         raise _Refused(_CORRUPT)
