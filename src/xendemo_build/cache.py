@@ -30,6 +30,7 @@ import json
 import os
 import pickle
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,7 @@ from .atomic import atomic_output
 from .log import skipped, step
 from .tree import FILE, Node
 
+CODE_PACKAGES = ("xendemo_build", "pycdlib", "isal", "jinja2", "yaml", "elftools")
 RACY_SECONDS = 2
 DIGESTS_FORMAT = 1
 HASH_THREADS = 2  # hashlib and file reads release the GIL
@@ -210,7 +212,11 @@ class BuildCache:
                 skipped(f"{stage}: unchanged")
                 return False
         title = f"{stage}: {reason}" + (f"; {doing}" if doing else "")
-        if lines is None and not inputs_change:
+        if inputs_change:
+            with step(title):
+                action()
+            lines = inputs()  # what the stage left behind is what the next build compares with
+        elif lines is None:
             with ThreadPoolExecutor(1) as pool:
                 reading = pool.submit(inputs)
                 with step(title):
@@ -219,8 +225,6 @@ class BuildCache:
         else:
             with step(title):
                 action()
-            if inputs_change or lines is None:
-                lines = inputs()
         self.done(stage, lines, outputs())
         return True
 
@@ -269,14 +273,18 @@ def setting(name: str, value: object) -> str:
 
 @functools.cache
 def code_line() -> str:
-    """The code that writes the outputs, xendemo's and pycdlib's, is an input of every stage:
-    an upgrade must not reuse what an older writer made."""
-    h = hashlib.sha256()
-    pycdlib = importlib.util.find_spec("pycdlib")
-    assert pycdlib is not None and pycdlib.origin is not None
-    for package in (Path(__file__).parent, Path(pycdlib.origin).parent):
+    """The code that writes the outputs is an input of every stage: xendemo's, the libraries that
+    shape the bytes (pycdlib, ISA-L, Jinja, YAML, pyelftools) and Python's own (tarfile...).
+    An upgrade must not reuse what an older writer made."""
+    h = hashlib.sha256(sys.version.encode())
+    for name in CODE_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            h.update(f"{name} missing".encode())
+            continue
+        package = Path(spec.origin).parent
         for path in sorted(p for p in package.rglob("*") if p.is_file() and p.suffix != ".pyc"):
-            h.update(f"{package.name}/{path.relative_to(package)}".encode() + b"\0" + path.read_bytes())
+            h.update(f"{name}/{path.relative_to(package)}".encode() + b"\0" + path.read_bytes())
     return setting("code", h.hexdigest()[:16])
 
 
