@@ -30,12 +30,15 @@ def note(text: str) -> None:
 def run_timed(argv: list[str], timing: Timing, log: Path, env: dict[str, str] | None = None) -> bool:
     """Run argv as a fresh process; record wall, CPU (wait4) and peak RSS. False on failure.
 
+    The file systems are synced first, outside the timing.
+
     A child forked from this (big) Python process inherits its RSS high-water mark through
     exec, so with GNU time the peak RSS is GNU time's (%M, its child's tree); without it,
     wait4's ru_maxrss, which is at least this process's own RSS.
     """
     rss_file = log.with_suffix(".rss")
     wrapped = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if GNU_TIME else argv
+    os.sync()  # untimed: no run pays for the writeback of what an earlier one wrote
     with log.open("wb") as out:
         start = time.monotonic()
         proc = subprocess.Popen(wrapped, stdout=out, stderr=subprocess.STDOUT, env=env)
