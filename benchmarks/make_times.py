@@ -40,7 +40,8 @@ per-stage times and xendemo's per-step times from its build log.
 Then, against that full build (`make --rebuild`), the incremental cases: `xendemo make`
 with nothing changed, and with one rootpatch file changed.  And the unpack of the
 reference build's CD: `xendemo unpack` against `xorriso -osirrox on -extract` +
-`tar -xzf` (unpack_times.py's `bench`; every run into a new dir under the scratch dir).
+`tar -xzf`, each run into an empty dir under --unpack-dest (default /dev/shm: on ext4
+the timings of both swing by 2x with writeback), removed after the run.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ import time
 from pathlib import Path
 
 from benchlib import SEED, Timing, add_symlinks, note, run_timed, text_pool
-from unpack_times import bench as bench_unpack
+from unpack_times import c_pipeline, rm_tree
 
 from xendemo_build.demo import run_demo
 from xendemo_build.menu import KERNEL, MENU_LST, STAGE2, XEN
@@ -290,6 +291,22 @@ def bench_incremental(big: Path, work: Path, runs: int) -> tuple[Timing, Timing]
     return noop, one_file
 
 
+def bench_unpack(iso: Path, dest: Path, logs: Path, runs: int) -> tuple[Timing, Timing]:
+    """Each run into an empty dir, removed after it (untimed); alternating which goes first."""
+    ours, theirs = Timing(), Timing()
+    for run in range(runs):
+        for which in (("x", "c") if run % 2 == 0 else ("c", "x")):
+            out = dest / which
+            note(f"run {run + 1}/{runs}: {'xendemo unpack' if which == 'x' else 'xorriso + tar'}")
+            if which == "x" and not ours.error:
+                run_timed([str(XENDEMO), "unpack", str(iso), "-C", str(out)], ours, logs / "unpack-x.log")
+            elif which == "c" and not theirs.error:
+                out.mkdir()
+                run_timed(c_pipeline(iso, out), theirs, logs / "unpack-c.log")
+            rm_tree(out)
+    return ours, theirs
+
+
 def profile_make(big: Path, out: Path, top: int) -> str:
     """One `xendemo make` under cProfile in a fresh interpreter; the top entries by cumulative time."""
     prof = out.with_suffix(".prof")
@@ -349,6 +366,10 @@ def main() -> None:
     parser.add_argument("--dest", type=Path, default=None,
                         help="where the scratch dir (build dir, C trees, ISOs) goes [default: /tmp]")
     parser.add_argument("--keep", action="store_true", help="keep the scratch dir and print it")
+    parser.add_argument("--unpack-dest", type=Path,
+                        default=Path("/dev/shm") if Path("/dev/shm").is_dir() else None,
+                        help="where the unpack runs write (each run's tree is removed after it) "
+                             "[default: /dev/shm, a tmpfs: ext4 timings swing with writeback]")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N",
                         help="also run one `xendemo make` under cProfile and print its top N "
                              "(by cumulative and by own time)")
@@ -379,9 +400,11 @@ def main() -> None:
         work.mkdir()
         ours, theirs, x_size, c_size = bench(big, work, args.runs, c_env)
         noop, one_file = bench_incremental(big, work, args.runs)
-        note("unpack: xendemo unpack against xorriso -extract + tar -xzf, of the reference CD")
-        (work / "unpack").mkdir()
-        unpack_x, unpack_c = bench_unpack(ref, work / "unpack", args.runs)
+        unpack_dest = Path(tempfile.mkdtemp(prefix="xendemo-unpack-", dir=args.unpack_dest))
+        try:
+            unpack_x, unpack_c = bench_unpack(ref, unpack_dest, work, args.runs)
+        finally:
+            rm_tree(unpack_dest)
         prof = profile_make(big, tmp / "prof.iso", args.cprofile) if args.cprofile else ""
 
         usr_files, usr_bytes = du(big / "root/usr")
@@ -407,7 +430,7 @@ def main() -> None:
         print(f"{'C pipeline':<14} {cell(theirs)}")
         if not (ours.error or theirs.error):
             print(ratio_row(ours, theirs))
-        print(f"\nunpack of that CD (median of {args.runs}), into {work / 'unpack'}:")
+        print(f"\nunpack of that CD (median of {args.runs}), into {args.unpack_dest or 'the scratch dir'}:")
         print(f"{'xendemo unpack':<14} {cell(unpack_x)}")
         print(f"{'xorriso + tar':<14} {cell(unpack_c)}")
         if not (unpack_x.error or unpack_c.error):
