@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import struct
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import copy_demo
 from xendemo_build.check import GIB, MAX_PATH_BYTES
 from xendemo_build.cli import main
 
@@ -29,9 +29,7 @@ DEMO_MODULES = "modules: [sr_mod, isofs, ata_piix, ahci, virtio_blk, virtio_scsi
 @pytest.fixture
 def build(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the demo build dir without its outputs; cwd is its parent."""
-    copy = tmp_path / "demo"
-    shutil.copytree(demo_dir, copy, symlinks=True,
-                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work", ".xendemo.lock"))
+    copy = copy_demo(demo_dir, tmp_path / "demo")
     monkeypatch.chdir(tmp_path)
     return copy
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import copy_demo
 from xendemo_build.boot import READY, boot_iso
 from xendemo_build.cli import main
 from xendemo_build.make import make, new_context
@@ -29,8 +29,7 @@ done < /proc/mounts
 @pytest.fixture(scope="module")
 def custom_iso(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo build dir with a user's rcS in rootpatch/ and a file under root/usr, made as 9.9."""
-    build_dir = tmp_path_factory.mktemp("custom") / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "work"))
+    build_dir = copy_demo(demo_dir, tmp_path_factory.mktemp("custom") / "demo")
     rcs = build_dir / "rootpatch/etc/init.d/rcS"
     rcs.write_text(USER_RCS)
     rcs.chmod(0o755)
@@ -78,8 +77,7 @@ def test_boot_command_reports_init_and_writes_the_log(demo_iso: Path, tmp_path: 
 def test_boot_names_the_failed_linuxrc_stage(demo_dir: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """A CD whose version file disagrees with its initrd stops in check-cd, and boot says so."""
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "work"))
+    build_dir = copy_demo(demo_dir, tmp_path / "demo")
     linuxrc = build_dir / "irtree/linuxrc.j2"
     linuxrc.write_text(linuxrc.read_text().replace("VERSION={{ version | shquote }}", "VERSION=0.0-other"))
     # The pre-flight checks refuse this CD (tests/test_check.py); build it anyway to boot it.

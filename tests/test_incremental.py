@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import copy_demo
 from xendemo_build.cache import RACY_SECONDS
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.formats.isoread import IsoReader
@@ -74,9 +75,7 @@ def initrd_member(iso: Path, name: str) -> bytes:
 
 @pytest.fixture
 def built(demo_dir: Path, tmp_path: Path) -> Path:
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True,
-                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
+    build_dir = copy_demo(demo_dir, tmp_path / "demo")
     first = stages(make(build_dir).stderr)
     assert first == dict.fromkeys(STAGES, "no earlier build")
     return build_dir

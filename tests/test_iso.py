@@ -14,7 +14,6 @@ import io
 import os
 import re
 import shlex
-import shutil
 import stat
 import struct
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import pycdlib
 import pytest
 
+from helpers import copy_demo
 from xendemo_build import kmod
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.initrd import INIT_SCRIPT
@@ -558,8 +558,7 @@ def restore_tz():
 
 
 def copy_build_dir(demo_dir: Path, target: Path) -> Path:
-    shutil.copytree(demo_dir, target, symlinks=True,
-                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
+    copy_demo(demo_dir, target)
     readme = target / "root/usr/share/xendemo/README"
     os.utime(readme, (OLDER, OLDER))
     return target

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import copy_demo
+
 pytestmark = pytest.mark.parts
 
 CLI = "from xendemo_build.cli import main; main()"
@@ -40,8 +42,7 @@ def set_motd(build_dir: Path, text: str) -> None:
 
 
 def test_sigkill_during_make_never_leaves_a_partial_cd(demo_dir: Path, tmp_path: Path) -> None:
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "*.log"))
+    build_dir = copy_demo(demo_dir, tmp_path / "demo")
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1070000000"}
     iso, log = build_dir / "xendemo-1.0.iso", build_dir / "xendemo-1.0.log"
     good = {}
@@ -105,9 +106,7 @@ def test_sigkill_during_unpack_leaves_no_half_build_dir(demo_iso: Path, tmp_path
 
 
 def test_ctrl_c_stops_make_with_one_line(demo_dir: Path, tmp_path: Path) -> None:
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True,
-                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
+    build_dir = copy_demo(demo_dir, tmp_path / "demo")
     iso = build_dir / "xendemo-1.0.iso"
     proc = subprocess.Popen(make_argv(build_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import copy_demo
 from xendemo_build import steps as steps_module
 from xendemo_build.cli import main
 from xendemo_build.demo import run_demo
@@ -48,15 +48,21 @@ def test_demo_cd_is_the_same_across_umask_path_tz_and_locale(tmp_path: Path,
 
 # -- make --check-reproducible ------------------------------------------------------------------
 
-def _copy_demo(demo_dir: Path, tmp_path: Path) -> Path:
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True,
-                    ignore=shutil.ignore_patterns("*.iso", "*.log", "work"))
-    return build_dir
+@pytest.fixture
+def demo_copy(demo_dir: Path, tmp_path: Path) -> Path:
+    return copy_demo(demo_dir, tmp_path / "demo")
 
 
-def test_check_reproducible_passes_and_cleans_up(demo_dir: Path, tmp_path: Path) -> None:
-    build_dir = _copy_demo(demo_dir, tmp_path)
+@pytest.fixture
+def menu_names_the_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A menu.lst writer with a bug: it records where it ran, and the second build runs elsewhere."""
+    honest = steps_module.render_menu
+    monkeypatch.setattr(steps_module, "render_menu",
+                        lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
+
+
+def test_check_reproducible_passes_and_cleans_up(demo_copy: Path) -> None:
+    build_dir = demo_copy
     found = check_reproducible(build_dir, "1.0")
     assert found.difference is None
     assert found.sha256 == hashlib.sha256((build_dir / "xendemo-1.0.iso").read_bytes()).hexdigest()
@@ -64,10 +70,10 @@ def test_check_reproducible_passes_and_cleans_up(demo_dir: Path, tmp_path: Path)
     assert os.umask(0o022) == 0o022 and "Kiritimati" not in os.environ.get("TZ", "")  # all put back
 
 
-def test_check_reproducible_names_a_tar_member_left_to_the_umask(demo_dir: Path, tmp_path: Path,
+def test_check_reproducible_names_a_tar_member_left_to_the_umask(demo_copy: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer that lets the umask decide a member's mode: the second build's umask differs."""
-    build_dir = _copy_demo(demo_dir, tmp_path)
+    build_dir = demo_copy
     honest = tar.tarinfo
 
     def umask_bug(node: Node) -> tarfile.TarInfo:
@@ -84,23 +90,15 @@ def test_check_reproducible_names_a_tar_member_left_to_the_umask(demo_dir: Path,
     assert found.second.is_file() and found.second.is_relative_to(build_dir / "work/reproducible")
 
 
-def test_check_reproducible_names_the_cd_file_that_saw_the_path(demo_dir: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    build_dir = _copy_demo(demo_dir, tmp_path)
-    honest = steps_module.render_menu
-    monkeypatch.setattr(steps_module, "render_menu",
-                        lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
-    found = check_reproducible(build_dir, "1.0")
+@pytest.mark.usefixtures("menu_names_the_cwd")
+def test_check_reproducible_names_the_cd_file_that_saw_the_path(demo_copy: Path) -> None:
+    found = check_reproducible(demo_copy, "1.0")
     assert found.difference == "/boot/grub/menu.lst: content differs"
 
 
-def test_check_reproducible_from_the_command_line_fails_in_one_line(demo_dir: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    build_dir = _copy_demo(demo_dir, tmp_path)
-    honest = steps_module.render_menu
-    monkeypatch.setattr(steps_module, "render_menu",
-                        lambda *a, **kw: honest(*a, **kw) + f"# built in {os.getcwd()}\n")
-    result = CliRunner().invoke(main, ["make", "1.0", "-C", str(build_dir), "--check-reproducible"])
+@pytest.mark.usefixtures("menu_names_the_cwd")
+def test_check_reproducible_from_the_command_line_fails_in_one_line(demo_copy: Path) -> None:
+    result = CliRunner().invoke(main, ["make", "1.0", "-C", str(demo_copy), "--check-reproducible"])
     assert result.exit_code == 1
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("Error: not reproducible: /boot/grub/menu.lst: content differs; "

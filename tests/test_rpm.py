@@ -14,6 +14,7 @@ import pycdlib
 import pytest
 from click.testing import CliRunner
 
+from helpers import copy_demo
 from test_rootless import (  # the unprivileged runtime under /tmp, and its `rootless` fixture
     DROP,
     USER,
@@ -157,8 +158,7 @@ def rpms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def rpm_dir(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path], profile: str) -> Path:
     """A copy of the demo build dir with the test rpms in rpms/ and `profile` appended to demo.yaml."""
-    build_dir = tmp_path / "demo"
-    shutil.copytree(demo_dir, build_dir, symlinks=True, ignore=shutil.ignore_patterns("*.iso", "work"))
+    build_dir = copy_demo(demo_dir, tmp_path / "demo")
     (build_dir / "rpms").mkdir()
     for path in rpms.values():
         shutil.copy(path, build_dir / "rpms" / path.name)
