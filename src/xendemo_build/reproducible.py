@@ -59,7 +59,11 @@ def check_reproducible(build_dir: Path, version: str, *, profile: str | None = N
         shutil.rmtree(scratch)
     with step(f"Second build, from scratch, in {place} (umask {SECOND_UMASK:03o}, TZ={SECOND_TZ}, "
               f"LANG={SECOND_LANG})"):
-        copy_inputs(build_dir.resolve(), place, leave_out=first)
+        try:
+            copy_inputs(build_dir.resolve(), place, leave_out=first)
+        except (OSError, shutil.Error) as e:
+            raise BuildError(f"{place}: cannot copy the build dir there for the second build ({e}); "
+                             f"free some space or remove {scratch}") from None
         epoch = (build_dir.resolve() / "work/stage/epoch").read_text().strip()
         with _elsewhere(place, epoch):
             second = build(place, version, profile=_profile_in(place, build_dir, profile),
