@@ -62,7 +62,8 @@ def check_reproducible(build_dir: Path, version: str, *, profile: str | None = N
         try:
             copy_inputs(build_dir.resolve(), place, leave_out=first)
         except (OSError, shutil.Error) as e:
-            raise BuildError(f"{place}: cannot copy the build dir there for the second build ({e}); "
+            detail = str(e) if len(str(e)) < 200 else str(e)[:200] + "..."
+            raise BuildError(f"{place}: cannot copy the build dir there for the second build ({detail}); "
                              f"free some space or remove {scratch}") from None
         epoch = (build_dir.resolve() / "work/stage/epoch").read_text().strip()
         with _elsewhere(place, epoch):
