@@ -28,6 +28,7 @@ from .errors import BuildError
 from .formats.cpio import read_newc
 from .formats.isoread import IsoReader
 from .log import step
+from .make import build
 from .menu import INITRD
 from .split import CD_DIR
 
@@ -51,8 +52,6 @@ class Comparison:
 
 def check_reproducible(build_dir: Path, version: str, *, profile: str | None = None,
                        output: Path | None = None, rebuild: bool = False) -> Comparison:
-    from .make import build  # make imports nothing from here; keep the dependency one way
-
     first = build(build_dir, version, profile=profile, output=output, rebuild=rebuild)
     place, scratch = build_dir.resolve() / SECOND_PLACE, build_dir.resolve() / SCRATCH
     if scratch.exists():

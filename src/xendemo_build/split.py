@@ -44,7 +44,7 @@ def split_tree(nodes: list[Node], relocate: tuple[str, ...]) -> tuple[list[Node]
                 # initrd checks /newroot/sbin/init before switching root).
                 up = "../" * top.count("/")
                 tar.append(node.replace(kind=SYMLINK, mode=0o777, size=0, source=None,
-                                   target=f"{up}usr/{USR_ROOT}/{top}"))
+                                        target=f"{up}usr/{USR_ROOT}/{top}"))
     if cd and not any(n.path == USR_ROOT for n in cd) and moved:
         cd.append(Node(path=USR_ROOT, kind=DIR, mode=0o755, mtime=max(n.mtime for n in nodes)))
     cd.extend(_missing_parents(cd))

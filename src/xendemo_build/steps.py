@@ -188,4 +188,4 @@ def cd_record_nodes(ctx: BuildContext) -> list[Node]:
 
 def _under(prefix: str, node: Node) -> Node:
     return node.replace(path=f"{prefix}/{node.path}",
-                   target=f"{prefix}/{node.target}" if node.kind == HARDLINK else node.target)
+                        target=f"{prefix}/{node.target}" if node.kind == HARDLINK else node.target)
