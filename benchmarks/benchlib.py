@@ -66,6 +66,16 @@ def text_pool(rng: random.Random, size: int, *, alphabet: str, words: int) -> by
     return "".join(out).encode()[:size]
 
 
+def make_dirs(top: Path, rng: random.Random, dirs: int) -> list[str]:
+    """`dirs` directories in two levels under top (about sqrt(dirs)/1.5 at the top); their paths."""
+    tops = max(1, round(dirs ** 0.5 / 1.5))
+    paths = [f"g{i:03d}" for i in range(tops)]
+    paths += [f"g{rng.randrange(tops):03d}/s{i:04d}" for i in range(dirs - tops)]
+    for rel in paths:
+        (top / rel).mkdir(parents=True, exist_ok=True)
+    return paths
+
+
 def add_symlinks(top: Path, rng: random.Random, made: list[str], dirs: list[str], count: int) -> None:
     """`count` relative symlinks in random `dirs` to random files of `made` (paths under top)."""
     for i in range(count):

@@ -60,7 +60,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import SEED, Timing, add_symlinks, note, run_timed, text_pool
+from benchlib import SEED, Timing, add_symlinks, make_dirs, note, run_timed, text_pool
 from unpack_times import c_pipeline, rm_tree
 
 from xendemo_build.demo import run_demo
@@ -110,11 +110,7 @@ def _content(rng: random.Random, pool: bytes, size: int) -> bytes:
 def make_tree(top: Path, rng: random.Random, pool: bytes, *, files: int, total: int, dirs: int,
               symlinks: int) -> tuple[int, int, int, int]:
     """files regular files (about total bytes) in dirs dirs (two levels) under top, plus symlinks."""
-    tops = max(1, round(dirs ** 0.5 / 1.5))
-    paths = [f"g{i:03d}" for i in range(tops)]
-    paths += [f"g{rng.randrange(tops):03d}/s{i:04d}" for i in range(dirs - tops)]
-    for rel in paths:
-        (top / rel).mkdir(parents=True, exist_ok=True)
+    paths = make_dirs(top, rng, dirs)
     made: list[str] = []
     written = 0
     for i, size in enumerate(_sizes(rng, files, total)):

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import GNU_TIME, SEED, Timing, add_symlinks, note, run_timed, text_pool
+from benchlib import GNU_TIME, SEED, Timing, add_symlinks, make_dirs, note, run_timed, text_pool
 
 from xendemo_build.demo import run_demo
 from xendemo_build.parts import fetch_parts
@@ -93,11 +93,7 @@ def _size(rng: random.Random) -> int:
 def make_tree(top: Path, rng: random.Random, pool: bytes, *, files: int, dirs: int,
               symlinks: int) -> tuple[int, int, int]:
     """files regular files in dirs directories (two levels) under top, plus symlinks; returns counts."""
-    tops = max(1, round(dirs ** 0.5 / 1.5))
-    paths = [f"g{i:03d}" for i in range(tops)]
-    paths += [f"g{rng.randrange(tops):03d}/s{i:04d}" for i in range(dirs - tops)]
-    for rel in paths:
-        (top / rel).mkdir(parents=True, exist_ok=True)
+    paths = make_dirs(top, rng, dirs)
     made: list[str] = []
     for i in range(files):
         rel = f"{rng.choice(paths)}/f{i:05d}{rng.choice(('', '.txt', '.conf', '.so.1', '.py', '.h'))}"
