@@ -37,9 +37,14 @@ NOTHING_CHANGED = "Nothing changed since the last build"
 STAGES = ("rootpatch", "root.tar.gz", "initrd.gz", "xendemo-1.0.iso")
 
 
-def make(build_dir: Path, *args: str, epoch: str = EPOCH, ok: bool = True) -> subprocess.CompletedProcess:
+def make(build_dir: Path, *args: str, epoch: str | None = EPOCH,
+         ok: bool = True) -> subprocess.CompletedProcess:
+    """`xendemo make 1.0` with SOURCE_DATE_EPOCH=epoch, or with none (the newest input mtime)."""
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    if epoch is not None:
+        env["SOURCE_DATE_EPOCH"] = epoch
     done = subprocess.run([sys.executable, "-c", CLI, "make", "1.0", "-C", str(build_dir), *args],
-                          env={**os.environ, "SOURCE_DATE_EPOCH": epoch}, capture_output=True, text=True)
+                          env=env, capture_output=True, text=True)
     if ok:
         assert done.returncode == 0, done.stderr
     return done
@@ -101,6 +106,19 @@ def test_no_input_written_since_the_last_build_skips_it_all(built: Path) -> None
     assert stages(make(built).stderr) == dict.fromkeys(STAGES, "unchanged")
     (built / "work/stage/initrd.gz").unlink()
     assert stages(make(built).stderr)["initrd.gz"] == "work/stage/initrd.gz is missing"
+
+
+def test_a_build_does_not_move_the_epoch_it_takes_from_mtimes(built: Path) -> None:
+    """Without SOURCE_DATE_EPOCH the epoch is the newest input mtime; copying rootpatch/ over root/
+    must not make that "now", or every build would see a new epoch and redo everything."""
+    motd = built / "rootpatch/etc/motd"
+    motd.write_text("new\n")  # rootpatch runs again, writing into root/etc
+    os.utime(motd, (time.time() - 100, time.time() - 100))
+    time.sleep(1.1)  # the copy happens in a later second than any input's mtime
+    first = make(built, epoch=None).stderr
+    assert stages(first)["rootpatch"] != "unchanged"
+    again = make(built, epoch=None).stderr
+    assert stages(again) == dict.fromkeys(STAGES, "unchanged") or NOTHING_CHANGED in again
 
 
 def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:
