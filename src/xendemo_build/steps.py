@@ -73,6 +73,7 @@ def split_usr(ctx: BuildContext) -> None:
     with step(f"Splitting: /usr onto the CD, {', '.join('/' + p for p in ctx.profile.relocate)} "
               f"into /usr/root"):
         ctx.tar_nodes, ctx.cd_nodes = split_tree(ctx.root_nodes, ctx.profile.relocate)
+        ctx.root_nodes = []  # split into the two lists above; a tree's worth of memory
         log.info("    root.tar.gz: %d entries, CD /usr: %d entries", len(ctx.tar_nodes), len(ctx.cd_nodes))
 
 
