@@ -188,8 +188,8 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
                          boot_load_size=4, boot_info_table=True)
         _set_owners(iso, nodes)
         try:
-            progress = Progress(sum(n.size for n in nodes if n.kind == FILE))
-            with atomic_output(out) as f, _kernel_copy():
+            with (atomic_output(out) as f, _kernel_copy(),
+                  Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress):
                 iso.write_fp(f, blocksize=1 << 20, progress_cb=lambda done, total: progress.to(done))
         finally:
             iso.close()

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 log = logging.getLogger("xendemo")
 _depth = 0
@@ -68,16 +69,31 @@ def step(title: str) -> Iterator[None]:
 
 
 class Progress:
-    """Plain periodic lines for long steps: files, MiB done of the total, ETA.
+    """Progress of a long step: files, MiB done of the total, ETA.
 
-    One line every PROGRESS_EVERY seconds, the same on a terminal and in a CI log."""
+    On a terminal, one live line rewritten in place every LIVE_EVERY seconds and cleared at the
+    end (use it as a context manager); in a CI log, a plain line every `every` seconds.  The
+    build log gets the plain lines either way."""
 
-    def __init__(self, total_bytes: int, every: float = 5.0) -> None:
+    LIVE_EVERY = 0.2
+
+    def __init__(self, total_bytes: int, every: float = 5.0, terminal: TextIO | None = None) -> None:
         self.total = total_bytes
         self.every = every
+        self.terminal = terminal if terminal is not None else (sys.stderr if sys.stderr.isatty() else None)
         self.done = 0
         self.files = 0
-        self.start = self.last = time.monotonic()
+        self.start = self.last = self.last_live = time.monotonic()
+        self._live = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live:
+            assert self.terminal is not None
+            self.terminal.write("\r\x1b[K")
+            self.terminal.flush()
 
     def add(self, size: int, files: int = 1) -> None:
         self.done += size
@@ -91,12 +107,22 @@ class Progress:
 
     def _maybe_report(self) -> None:
         now = time.monotonic()
-        if now - self.last < self.every:
+        live = self.terminal is not None and now - self.last_live >= self.LIVE_EVERY
+        plain = now - self.last >= self.every
+        if not (live or plain):
             return
-        self.last = now
         rate = self.done / max(now - self.start, 1e-6)
         eta = (self.total - self.done) / rate if rate else 0.0
         files = f"{self.files} files, " if self.files else ""
-        log.info("%s    %s%.0f of %.0f MiB, ETA %.0fs", "  " * _depth, files, self.done / 2**20,
-                 self.total / 2**20, eta)
-
+        text = (f"{'  ' * _depth}    {files}{self.done / 2**20:.0f} of {self.total / 2**20:.0f} MiB, "
+                f"ETA {eta:.0f}s")
+        if live:
+            assert self.terminal is not None
+            self.last_live = now
+            self.terminal.write(f"\r{text}\x1b[K")
+            self.terminal.flush()
+            self._live = True
+        if plain:
+            self.last = now
+            # on a terminal the live line says it already: the plain line goes to the build log only
+            log.log(logging.DEBUG if self.terminal is not None else logging.INFO, "%s", text)

@@ -182,10 +182,9 @@ def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node]
     catalog = cd.info.boot_catalog_lba  # El Torito catalog: mastering data, made again by make
     usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)
            and not (e.node.kind == FILE and e.extent == catalog)]
-    progress = Progress(sum(e.node.size for e in usr if e.node.kind == FILE))
     placed: list[Node] = []
     cd_to_root: dict[str, str] = {}
-    with _Dirs(root) as dirs:
+    with _Dirs(root) as dirs, Progress(sum(e.node.size for e in usr if e.node.kind == FILE)) as progress:
         for entry in usr:
             _place(cd, entry, dirs, relocated, cd_to_root, placed)
             progress.add(entry.node.size if entry.node.kind == FILE else 0)

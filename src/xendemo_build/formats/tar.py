@@ -53,6 +53,6 @@ def write_tar(nodes: Iterable[Node], out: BinaryIO, progress: Progress | None = 
 
 
 def write_tar_gz(nodes: Sequence[Node], path: Path) -> None:
-    progress = Progress(sum(n.size for n in nodes if n.kind == FILE))
-    with atomic_output(path) as raw, gzip_writer(raw) as gz:
+    with (atomic_output(path) as raw, gzip_writer(raw) as gz,
+          Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress):
         write_tar(nodes, gz, progress)
