@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from xendemo_build import iso as iso_module
+from xendemo_build.fastcopy import KernelCopy
 from xendemo_build.formats.gz import BLOCK, gzip_writer
 from xendemo_build.formats.isoread import IsoReader
 from xendemo_build.iso import master_iso
@@ -69,7 +71,7 @@ def test_iso_bytes_are_the_same_whichever_way_the_kernel_copies(tmp_path: Path, 
     nodes = _tree(tmp_path)
     kernel_copy = _master(nodes, tmp_path / "a.iso")
     with monkeypatch.context() as m:  # pycdlib's own read/write loop
-        m.setattr(iso_module, "_kernel_copy_yield", iso_module._PYCDLIB_COPY)
+        m.setattr(iso_module, "_kernel_copy", contextlib.nullcontext)
         own_copy = _master(nodes, tmp_path / "b.iso")
 
     def refuse(*args: object) -> int:
@@ -91,3 +93,39 @@ def test_iso_bytes_are_the_same_whichever_way_the_kernel_copies(tmp_path: Path, 
                 finally:
                     os.close(fd)
                 assert out.read_bytes() == b"".join(cd.read(entry)), entry.node.path
+
+
+def test_a_refused_copy_file_range_is_not_asked_again(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
+
+    def refuse(*args: object) -> int:
+        asked.append(args)
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "copy_file_range", refuse)
+    source = tmp_path / "source"
+    source.write_bytes(random.Random(3).randbytes(5000))
+    copier = KernelCopy()
+    for i in range(3):
+        out = tmp_path / f"out{i}"
+        in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(out, os.O_WRONLY | os.O_CREAT)
+        try:
+            assert sum(copier.copy(in_fd, out_fd, 5000, 0, 0)) == 5000
+        finally:
+            os.close(in_fd)
+            os.close(out_fd)
+        assert out.read_bytes() == source.read_bytes()
+    assert len(asked) == 1  # sendfile from then on
+
+
+def test_a_source_shorter_than_said_is_an_error(tmp_path: Path) -> None:
+    source, out = tmp_path / "source", tmp_path / "out"
+    source.write_bytes(b"x" * 100)
+    in_fd, out_fd = os.open(source, os.O_RDONLY), os.open(out, os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(EOFError):
+            list(KernelCopy().copy(in_fd, out_fd, 200, 0, 0))
+    finally:
+        os.close(in_fd)
+        os.close(out_fd)

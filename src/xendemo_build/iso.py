@@ -7,8 +7,8 @@ member's clamped mtime, in UTC; if a pycdlib upgrade stops reading the clock
 that way, `_frozen_clock` fails loudly instead of stamping today's date.
 
 Data: pycdlib copies each file through Python reads and writes; while
-mastering, its copy helper is pointed at `_kernel_copy_yield`, which has the
-kernel copy file to file (`fastcopy.copy_range`).  The bytes are the same.
+mastering, its copy helper is pointed at one that has the kernel copy file
+to file (`fastcopy.KernelCopy`).  The bytes are the same.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pycdlib
 
 from .atomic import atomic_output
 from .errors import BuildError
-from .fastcopy import copy_range
+from .fastcopy import KernelCopy
 from .log import Progress
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
@@ -87,31 +87,32 @@ def _frozen_clock(now: int) -> Iterator[_Clock]:
             module.time = time  # type: ignore[attr-defined]
 
 
-def _kernel_copy_yield(data_length: int, blocksize: int, infp: BinaryIO,
-                       outfp: BinaryIO) -> Iterator[int]:
-    """pycdlib.utils.copy_data_yield, done by the kernel: same arguments, same yields."""
-    try:
-        in_fd, out_fd = infp.fileno(), outfp.fileno()
-    except (AttributeError, io.UnsupportedOperation):
-        yield from _PYCDLIB_COPY(data_length, blocksize, infp, outfp)
-        return
-    outfp.flush()
-    src, dst = infp.tell(), outfp.tell()
-    try:
-        yield from copy_range(in_fd, out_fd, data_length, src, dst)
-    except EOFError:
-        name = getattr(infp, "name", "a file")
-        raise BuildError(f"{name}: shrank while it was written to the CD") from None
-    infp.seek(src + data_length)
-    outfp.seek(dst + data_length)
-
-
 _PYCDLIB_COPY = pycdlib.utils.copy_data_yield
 
 
 @contextlib.contextmanager
 def _kernel_copy() -> Iterator[None]:
-    pycdlib.utils.copy_data_yield = _kernel_copy_yield
+    """While mastering, pycdlib.utils.copy_data_yield (same arguments, same yields) is done by the
+    kernel."""
+    copier = KernelCopy()
+
+    def copy_data_yield(data_length: int, blocksize: int, infp: BinaryIO, outfp: BinaryIO) -> Iterator[int]:
+        try:
+            in_fd, out_fd = infp.fileno(), outfp.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            yield from _PYCDLIB_COPY(data_length, blocksize, infp, outfp)
+            return
+        outfp.flush()
+        src, dst = infp.tell(), outfp.tell()
+        try:
+            yield from copier.copy(in_fd, out_fd, data_length, src, dst)
+        except EOFError:
+            name = getattr(infp, "name", "a file")
+            raise BuildError(f"{name}: shrank while it was written to the CD") from None
+        infp.seek(src + data_length)
+        outfp.seek(dst + data_length)
+
+    pycdlib.utils.copy_data_yield = copy_data_yield
     try:
         yield
     finally:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BuildError
-from ..fastcopy import copy_range
+from ..fastcopy import KernelCopy
 from ..tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node
 from .isofields import both32, date7, le32, show
 from .rockridge import decode_rock_ridge
@@ -136,6 +136,7 @@ class IsoReader:
             self._file = open(self.path, "rb")  # closed by close() / __exit__
         except OSError as e:
             raise BuildError(f"{self.path}: cannot open the image: {e.strerror}") from None
+        self._copier = KernelCopy()
         try:
             self._fd = self._file.fileno()
             self._file_size = os.fstat(self._fd).st_size
@@ -578,7 +579,7 @@ class IsoReader:
             raise self._err(node.path, f"not a regular file ({node.kind}), has no data to read")
         self._check_extent(node.path, entry.extent, node.size)
         try:
-            for _ in copy_range(self._fd, out_fd, node.size, entry.extent * self.info.block_size, 0):
+            for _ in self._copier.copy(self._fd, out_fd, node.size, entry.extent * self.info.block_size, 0):
                 pass
         except EOFError:
             raise self._err(node.path, "the image ends inside the file's data") from None
