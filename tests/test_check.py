@@ -10,11 +10,9 @@ import struct
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from helpers import copy_demo
+from helpers import copy_demo, invoke
 from xendemo_build.check import GIB, MAX_PATH_BYTES
-from xendemo_build.cli import main
 
 pytestmark = pytest.mark.parts
 
@@ -32,13 +30,6 @@ def build(demo_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     copy = copy_demo(demo_dir, tmp_path / "demo")
     monkeypatch.chdir(tmp_path)
     return copy
-
-
-def invoke(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, args)
-    if result.exit_code == 1:
-        assert isinstance(result.exception, SystemExit), result.exc_info
-    return result.exit_code, result.stdout, result.stderr
 
 
 def assert_refused(build: Path, message: str, *make_args: str) -> None:

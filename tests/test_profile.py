@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from helpers import invoke
 from xendemo_build.cli import main
 from xendemo_build.errors import BuildError
 from xendemo_build.profile import BootParts, Entry, Menu, Profile, Serial, load_profile
@@ -249,13 +250,6 @@ def broken_build_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (build_dir / "profiles" / "demo.yaml").write_text(edit("    - title: Linux\n", "    - titel: Linux\n"))
     monkeypatch.chdir(tmp_path)
     return build_dir
-
-
-def invoke(args: list[str]) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, args)
-    if result.exit_code == 1:
-        assert isinstance(result.exception, SystemExit), result.exc_info
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_cli_broken_profile_one_line(broken_build_dir: Path) -> None:
