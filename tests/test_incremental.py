@@ -121,6 +121,30 @@ def test_a_build_does_not_move_the_epoch_it_takes_from_mtimes(built: Path) -> No
     assert stages(again) == dict.fromkeys(STAGES, "unchanged") or NOTHING_CHANGED in again
 
 
+def test_an_input_written_during_a_build_is_read_again(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file edited after its stage read it, while the build goes on: the stamps the finished
+    build records must not vouch for it, however long ago the build started."""
+    from xendemo_build import cache, steps
+    from xendemo_build import make as make_module
+
+    passwd = built / "root/etc/passwd"  # not in rootpatch/, which would put its own back
+    master = steps.make_iso
+
+    def edit_then_master(ctx: object) -> None:
+        _append(passwd, "# edited while the CD was mastered\n")  # root.tar.gz is written by now
+        master(ctx)
+
+    monkeypatch.setattr(steps, "make_iso", edit_then_master)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0)  # however long the build took
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    make_module.build(built, "1.0", rebuild=True)
+    time.sleep(RACY_SECONDS + 0.1)  # the next build trusts stamps this old
+    log = make(built).stderr
+    assert NOTHING_CHANGED not in log
+    assert stages(log)["root.tar.gz"] == "root/etc/passwd changed"
+    assert tar_text(built / "xendemo-1.0.iso", "etc/passwd").endswith("# edited while the CD was mastered\n")
+
+
 def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:
     for path in (built / "rootpatch/etc/motd", built / "root/usr/bin/cmp", built / "irtree/README"):
         os.utime(path, follow_symlinks=False)

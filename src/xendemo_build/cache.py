@@ -79,6 +79,7 @@ class BuildCache:
         self.directory = directory
         self.rebuild = rebuild
         self.base = base  # labels are shown relative to this (the build dir)
+        self.started = time.time_ns()  # what was written since may have been read before its change
         # Kept by --rebuild too: they only say whether a file changed, never what a stage writes.
         self._loaded: dict[str, tuple[Stamp, str]] | None = None
         self._changed = False
@@ -288,12 +289,14 @@ def code_line() -> str:
     return setting("code", h.hexdigest()[:16])
 
 
-def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[Path]) -> str | None:
+def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[Path], *,
+                since: int | None = None) -> str | None:
     """A key of the settings and of the stamp of every entry under `inputs` (walked, links not
     followed) and of `outputs`: equal keys mean no file was written since, the ctime being part
     of it.  None when an input changed within RACY_SECONDS, as then a later write in the same
-    clock tick could leave the same stamp."""
-    started = time.time_ns()
+    clock tick could leave the same stamp, or after `since` (a build's start: the build may have
+    read it before that change)."""
+    started = time.time_ns() if since is None else min(since, time.time_ns())
     try:
         rows = _stamps(inputs)
     except OSError:  # a path too long, a directory that cannot be read: the checks will say

@@ -98,15 +98,16 @@ def make(ctx: BuildContext) -> Path:
             steps.make_iso(ctx)
         finally:
             ctx.cache.save()
-        ctx.cache.record_build(build_fingerprint(ctx))
+        ctx.cache.record_build(build_fingerprint(ctx, since=ctx.cache.started))
         log.info("%s %s (%d MiB)", "Wrote" if ctx.wrote_iso else "Up to date:", ctx.output,
                  ctx.output.stat().st_size >> 20)
     return ctx.output
 
 
-def build_fingerprint(ctx: BuildContext) -> str | None:
+def build_fingerprint(ctx: BuildContext, *, since: int | None = None) -> str | None:
     """Every input's stamp (root/ and the other input dirs, the parts, the records) and the
-    settings: when none moved since the last finished build, there is nothing to do."""
+    settings: when none moved since the last finished build, there is nothing to do.  After a
+    build, `since` is its start: an input written while it ran is not vouched for."""
     profile = ctx.profile
     settings = [code_line(), setting("epoch", ctx.epoch), setting("version", ctx.version),
                 setting("profile", profile.path), setting("output", ctx.output),
@@ -116,7 +117,8 @@ def build_fingerprint(ctx: BuildContext) -> str | None:
     inputs = [ctx.root, ctx.rootpatch, ctx.irtree, ctx.grub, profile.path, ctx.root_mtree, ctx.irtree_mtree,
               ctx.build_dir / "Builder", ctx.build_dir / "epoch", ctx.build_dir / "rpms",
               *parts, *(p.resolve() for p in parts), *ctx.rpm_files()]
-    return fingerprint(settings, inputs, [ctx.output, ctx.stage / "root.tar.gz", ctx.stage / "initrd.gz"])
+    return fingerprint(settings, inputs, [ctx.output, ctx.stage / "root.tar.gz", ctx.stage / "initrd.gz"],
+                       since=since)
 
 
 def _user() -> str:
