@@ -15,9 +15,12 @@ import hashlib
 import io
 import os
 import random
+import resource
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -31,12 +34,15 @@ import pytest
 from click.testing import CliRunner, Result
 
 from test_isoread import _add, _master, _replace_once, _xorriso
+from xendemo_build import unpack_root
 from xendemo_build.boot import READY, boot_iso
 from xendemo_build.cli import main
+from xendemo_build.errors import BuildError
 from xendemo_build.formats.cpio import Entry as CpioEntry
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.lock import LOCK_NAME
 from xendemo_build.profile import Entry, load_profile
+from xendemo_build.unpack import unpack
 
 pytestmark = pytest.mark.parts
 
@@ -541,6 +547,42 @@ def test_garbage(tmp_path: Path, target: Path, sentinel: Path) -> None:
     garbage.write_bytes(random.Random(7).randbytes(300_000))
     assert _fails(garbage, target, sentinel) == (f"{garbage}: no ISO 9660 volume descriptor at sector 16 "
                                                  f"(not an ISO 9660 image?)")
+
+
+# the two processes that write root/ (unpack_root.py)
+
+def test_a_write_that_fails_in_either_process(demo_tree: Path, tmp_path: Path, target: Path,
+                                              sentinel: Path) -> None:
+    """A full disk (here: files too big for RLIMIT_FSIZE) while the helper writes the CD's first
+    files and this process its last ones: one line, and nothing left behind."""
+    tree = _copy_tree(demo_tree, tmp_path / "tree")
+    for name in ("aaa/big", "zzz/big"):
+        (tree / name).parent.mkdir()
+        (tree / name).write_bytes(b"x" * (8 << 20))
+    iso = _xorriso_master(tree, tmp_path / "big.iso", label="XENDEMO")
+
+    def four_mib_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
+
+    done = subprocess.run([sys.executable, "-c", "from xendemo_build.cli import main; main()", "unpack",
+                           str(iso), "-C", str(target)], preexec_fn=four_mib_files, capture_output=True,
+                          text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines()[-1] == f"Error: {iso}: unpacking into {target}: File too large"
+    assert os.listdir(target.parent) == []
+    assert "Traceback" not in done.stderr
+
+
+def test_a_helper_that_dies_is_an_error(demo_iso: Path, target: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OOM killer takes the helper: this process says so and leaves nothing behind."""
+    monkeypatch.setattr(unpack_root, "_helper", lambda *args: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(BuildError) as raised:
+        unpack(demo_iso, target)
+    assert str(raised.value) == (f"{demo_iso}: /XenDemoCD/root.tar.gz: the process unpacking it ended "
+                                 f"(exit code -9) before it finished")
+    assert os.listdir(target.parent) == []
 
 
 # the initrd

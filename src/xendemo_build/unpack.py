@@ -19,7 +19,6 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +30,14 @@ from .formats.cpio import Entry as CpioEntry
 from .formats.cpio import read_newc
 from .formats.isoread import IsoEntry, IsoReader
 from .formats.mtree import write_mtree
-from .formats.untar import extract_tar
 from .lock import LOCK_NAME, build_lock
-from .log import Progress, step
+from .log import step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN
 from .profile import load_profile
-from .split import CD_DIR, USR_ROOT
-from .tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Node, sort_nodes
+from .safewrite import Dirs, copy_out, finish_dirs, write_entry, write_new
+from .split import CD_DIR
+from .tree import DIR, FILE, HARDLINK, Node, sort_nodes
+from .unpack_root import unpack_root
 
 log = logging.getLogger("xendemo")
 
@@ -139,11 +139,8 @@ def _unpack_into(iso: Path, out: Path) -> Found:
             if MENU_LST.lstrip("/") in by_path else ""
         found.entries = [line.split(None, 1)[1].strip() for line in menu.splitlines()
                          if line.strip().startswith("title ") or line.strip().startswith("title\t")]
-        root = out / "root"
-        with step("Unpacking XenDemoCD/root.tar.gz into root/"):
-            tar_nodes = _extract_root_tarball(cd, by_path[ROOT_TARBALL], out, root)
-        with step("Copying the CD's /usr tree into root/usr"):
-            usr_nodes, found.relocated = _copy_usr_tree(cd, entries, tar_nodes, root)
+        with step("Unpacking XenDemoCD/root.tar.gz into root/ and the CD's tree into root/usr"):
+            tar_nodes, usr_nodes, found.relocated = unpack_root(cd, entries, by_path[ROOT_TARBALL], out)
         if found.carries_inputs:
             with step("Restoring the build inputs from XenDemoCD/"):
                 _restore_inputs(cd, entries, out)
@@ -161,177 +158,10 @@ def _unpack_into(iso: Path, out: Path) -> Found:
     return found
 
 
-def _extract_root_tarball(cd: IsoReader, entry: IsoEntry, out: Path, root: Path) -> list[Node]:
-    archive = out / "work" / "root.tar.gz"
-    archive.parent.mkdir(parents=True)
-    _copy_data(cd, entry, archive)
-    root.mkdir()
-    nodes = extract_tar(archive, root, shown=f"{cd.path}: /{ROOT_TARBALL}")
-    archive.unlink()
-    return nodes
-
-
-def _copy_data(cd: IsoReader, entry: IsoEntry, dest: Path) -> None:
-    _write_new(dest, lambda fd: cd.copy_to(entry, fd), 0o600)
-
-
-def _copy_usr_tree(cd: IsoReader, entries: list[IsoEntry], tar_nodes: list[Node],
-                   root: Path) -> tuple[list[Node], list[str]]:
-    """Write the CD's tree (minus boot/ and XenDemoCD/) under root/usr, relocated paths back in place."""
-    relocated = _relocations(tar_nodes)
-    catalog = cd.info.boot_catalog_lba  # El Torito catalog: mastering data, made again by make
-    usr = [e for e in entries if e.node.path.split("/")[0] not in ("boot", CD_DIR)
-           and not (e.node.kind == FILE and e.extent == catalog)]
-    placed: list[Node] = []
-    cd_to_root: dict[str, str] = {}
-    with _Dirs(root) as dirs, Progress(sum(e.node.size for e in usr if e.node.kind == FILE)) as progress:
-        for entry in usr:
-            _place(cd, entry, dirs, relocated, cd_to_root, placed)
-            progress.add(entry.node.size if entry.node.kind == FILE else 0)
-    # Adding the CD's tree changed the mtimes of root.tar.gz's directories too.
-    _finish_dirs(root, [n for n in tar_nodes if n.kind == DIR] + [n for n in placed if n.kind == DIR])
-    return placed, sorted(relocated)
-
-
-def _place(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, relocated: list[str], cd_to_root: dict[str, str],
-           placed: list[Node]) -> None:
-    """One entry of the CD's tree: under root/usr, or back where a relocation link points."""
-    node = entry.node
-    if node.path == USR_ROOT:
-        return
-    if node.path.startswith(USR_ROOT + "/"):
-        target = node.path[len(USR_ROOT) + 1:]
-        owner = next((p for p in relocated if target == p or target.startswith(p + "/")), None)
-        if owner is None:
-            raise BuildError(f"{cd.path}: /{node.path}: under /usr/{USR_ROOT} but root.tar.gz has no "
-                             f"link /{target.split('/')[0]} -> usr/{USR_ROOT}/...; cannot tell where it "
-                             f"belongs")
-        if target == owner:
-            _unlink_link(dirs.top, target)
-    else:
-        target = f"usr/{node.path}"
-    cd_to_root[node.path] = target
-    if node.kind == HARDLINK:
-        node = node.replace(target=cd_to_root[node.target])
-    _write_entry(cd, entry, dirs, target, node)
-    placed.append(node.replace(path=target))
-
-
-def _finish_dirs(top: Path, dirs: list[Node]) -> None:
-    """Modes and mtimes of directories, deepest first, once nothing more is written into them."""
-    for node in sorted(dirs, key=lambda n: n.path.count("/"), reverse=True):
-        os.chmod(top / node.path, node.mode)
-        os.utime(top / node.path, (node.mtime, node.mtime), follow_symlinks=False)
-
-
-def _relocations(tar_nodes: Iterable[Node]) -> list[str]:
-    """Paths the tarball links into /usr/root (relative links as xendemo makes them, or absolute)."""
-    out = []
-    for node in tar_nodes:
-        if node.kind != SYMLINK:
-            continue
-        up = "../" * node.path.count("/")
-        if node.target in (f"{up}usr/{USR_ROOT}/{node.path}", f"/usr/{USR_ROOT}/{node.path}"):
-            out.append(node.path)
-    return out
-
-
-def _unlink_link(root: Path, rel: str) -> None:
-    """Remove the tarball's link to /usr/root/REL, without following anything on the way."""
-    parent_fd = _open_parent(root, rel)
-    name = rel.rsplit("/", 1)[-1]
-    try:
-        if not stat.S_ISLNK(os.lstat(name, dir_fd=parent_fd).st_mode):
-            raise BuildError(f"root/{rel}: expected the link root.tar.gz made")
-        os.unlink(name, dir_fd=parent_fd)
-    finally:
-        os.close(parent_fd)
-
-
-class _Dirs:
-    """Directory fds along the path last written to, each opened without following links.
-
-    Entries come in tree order, so consecutive writes share most of their path."""
-
-    def __init__(self, top: Path) -> None:
-        self.top = top
-        self.chain: list[tuple[str, int]] = [("", os.open(top, _DIR_FLAGS))]
-
-    def __enter__(self) -> _Dirs:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for _, fd in self.chain:
-            os.close(fd)
-        self.chain = []
-
-    def parent_fd(self, rel: str) -> int:
-        parts = rel.split("/")[:-1]
-        keep = 1
-        while keep <= len(parts) and keep < len(self.chain) and self.chain[keep][0] == parts[keep - 1]:
-            keep += 1
-        for _, fd in self.chain[keep:]:
-            os.close(fd)
-        del self.chain[keep:]
-        for part in parts[keep - 1:]:
-            try:
-                fd = os.open(part, _DIR_FLAGS, dir_fd=self.chain[-1][1])
-            except OSError:
-                raise BuildError(f"{self.top.name}/{rel}: {part} is not a directory (a link?); "
-                                 f"unpack never writes through a link") from None
-            self.chain.append((part, fd))
-        return self.chain[-1][1]
-
-
-def _write_entry(cd: IsoReader, entry: IsoEntry, dirs: _Dirs, rel: str, node: Node) -> None:
-    parent_fd = dirs.parent_fd(rel)
-    root = dirs.top
-    name = rel.rsplit("/", 1)[-1]
-    try:
-        if node.kind == DIR:
-            os.mkdir(name, 0o700, dir_fd=parent_fd)  # its mode and mtime: _finish_dirs
-        elif node.kind == FILE:
-            _write_new(name, lambda fd: cd.copy_to(entry, fd), node.mode, dir_fd=parent_fd)
-            os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd)
-        elif node.kind == SYMLINK:
-            os.symlink(node.target, name, dir_fd=parent_fd)
-            os.utime(name, (node.mtime, node.mtime), dir_fd=parent_fd, follow_symlinks=False)
-        elif node.kind == HARDLINK:
-            os.link(root / node.target, name, dst_dir_fd=parent_fd, follow_symlinks=False)
-        elif node.kind in (CHAR, BLOCK, FIFO):
-            pass  # recorded in root.mtree; an unprivileged user cannot create them
-        else:
-            raise BuildError(f"{cd.path}: /{entry.node.path}: unsupported {node.kind}")
-    except FileExistsError:
-        raise BuildError(f"{cd.path}: /{entry.node.path}: root/{rel} already exists (from root.tar.gz "
-                         f"or the CD twice)") from None
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _open_parent(root: Path, rel: str) -> int:
-    """A directory fd for rel's parent, opened component by component without following links."""
-    fd = os.open(root, _DIR_FLAGS)
-    try:
-        for part in rel.split("/")[:-1]:
-            try:
-                new = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                raise BuildError(f"root/{rel}: root/{part} is not a directory (a link?); "
-                                 f"unpack never writes through a link") from None
-            os.close(fd)
-            fd = new
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _restore_inputs(cd: IsoReader, entries: list[IsoEntry], out: Path) -> None:
     """XenDemoCD/{rootpatch,irtree,grub,profiles,root.mtree,...} back into the build dir."""
     made: list[Node] = []
-    with _Dirs(out) as dirs:
+    with Dirs(out) as dirs:
         for entry in entries:
             parts = entry.node.path.split("/")
             if parts[0] != CD_DIR or len(parts) < 2:
@@ -342,10 +172,10 @@ def _restore_inputs(cd: IsoReader, entries: list[IsoEntry], out: Path) -> None:
             node = entry.node
             if node.kind == HARDLINK:
                 node = node.replace(target="/".join(node.target.split("/")[1:]))
-            _write_entry(cd, entry, dirs, rel, node)
+            write_entry(cd, entry, dirs, rel, node)
             if node.kind == DIR:
                 made.append(node.replace(path=rel))
-    _finish_dirs(out, made)
+    finish_dirs(out, made)
 
 
 def _derive_inputs(cd: IsoReader, by_path: dict[str, IsoEntry], entries: list[IsoEntry], out: Path,
@@ -402,11 +232,11 @@ def _restore_parts(cd: IsoReader, by_path: dict[str, IsoEntry], out: Path, cd_pa
         entry = by_path.get(cd_parts[key])
         if entry is None or entry.node.kind != FILE:
             raise BuildError(f"{cd.path}: no file /{cd_parts[key]} on the CD (the {key} menu.lst names)")
-        _copy_data(cd, entry, _part_path(out, profile.boot, key))
+        copy_out(cd, entry, _part_path(out, profile.boot, key))
     busybox = initrd.get("bin/busybox")
     if busybox is None:
         raise BuildError(f"{cd.path}: {INITRD}: no bin/busybox in the initrd")
-    _write_new(_part_path(out, profile.boot, "busybox"), busybox.data, 0o755)
+    write_new(_part_path(out, profile.boot, "busybox"), busybox.data, 0o755)
     _restore_modules(cd, initrd, _part_path(out, profile.boot, "modules"), out)
 
 
@@ -436,22 +266,6 @@ def _make_dirs(out: Path, directory: Path, shown: str) -> None:
             at.mkdir()
         elif not at.is_dir():
             raise BuildError(f"{shown}: {at.relative_to(out)} is not a directory")
-
-
-def _write_new(path: Path, data: bytes | Callable[[int], None], mode: int,
-               dir_fd: int | None = None) -> None:
-    """A new file (never through a link, never over one) with `data`, or what `data(fd)` writes."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
-    try:
-        if callable(data):
-            data(fd)
-        else:
-            with memoryview(data) as view:
-                while view.nbytes:
-                    view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)  # after the data: a write by a normal user clears setuid bits
-    finally:
-        os.close(fd)
 
 
 def _initrd_members(cd: IsoReader, by_path: dict[str, IsoEntry], path: str) -> dict[str, CpioEntry]:
@@ -493,7 +307,7 @@ def _restore_modules(cd: IsoReader, initrd: dict[str, CpioEntry], link: Path, ou
         _make_dirs(out, dest.parent, f"{cd.path}: {INITRD}: {name}")
         if os.path.lexists(dest):
             raise BuildError(f"{cd.path}: {INITRD}: {name}: twice in the initrd")
-        _write_new(dest, member.data, 0o644)
+        write_new(dest, member.data, 0o644)
     if link.is_symlink() or link.exists():
         raise BuildError(f"{link}: already exists")
     link.symlink_to(os.path.relpath(base, link.parent))
