@@ -100,9 +100,11 @@ class Progress:
         self.files += files
         self._maybe_report()
 
-    def to(self, done: int) -> None:
-        """Progress given as bytes done so far (pycdlib's callback)."""
+    def to(self, done: int, files: int | None = None) -> None:
+        """Progress given as bytes (and files) done so far, as pycdlib's callback gives it."""
         self.done = done
+        if files is not None:
+            self.files = files
         self._maybe_report()
 
     def _maybe_report(self) -> None:

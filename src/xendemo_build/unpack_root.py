@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import pickle
 import stat
+from collections.abc import Callable
+from ctypes import Array, c_longlong
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -89,14 +91,24 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     shown = f"{cd.path}: /{CD_DIR}/root.tar.gz"
     fork = multiprocessing.get_context("fork")
     receiver, sender = fork.Pipe(duplex=False)
-    helper = fork.Process(target=_helper, args=(sender, cd, archive, root, tree, theirs, shown),
+    helped = fork.RawArray("q", 2)  # bytes and files the helper wrote, for the progress line
+    helper = fork.Process(target=_helper, args=(sender, helped, cd, archive, root, tree, theirs, shown),
                           name="xendemo unpack helper", daemon=True)
     helper.start()
     sender.close()
     finished = False
     try:
-        with Progress(sum(e.node.size for e in ours)) as progress:
-            _write_files(cd, tree, ours, progress)
+        with Progress(sum(e.node.size for e in theirs + ours)) as progress:
+            mine = [0, 0]
+
+            def wrote(size: int) -> None:
+                mine[0] += size
+                mine[1] += 1
+                progress.to(mine[0] + helped[0], mine[1] + helped[1])
+
+            _write_files(cd, tree, ours, wrote)
+            while not receiver.poll(0.2):  # the helper is still at work
+                progress.to(mine[0] + helped[0], mine[1] + helped[1])
         try:
             tar_nodes, error = receiver.recv()
         except EOFError:  # it died without a word
@@ -115,12 +127,17 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     return tar_nodes
 
 
-def _helper(sender: Connection, cd: IsoReader, archive: Path, root: Path, tree: Path,
-            files: list[IsoEntry], shown: str) -> None:
+def _helper(sender: Connection, helped: Array[c_longlong], cd: IsoReader, archive: Path, root: Path,
+            tree: Path, files: list[IsoEntry], shown: str) -> None:
     """The forked helper's work; sends (root.tar.gz's nodes, None) or (None, what it raised)."""
+
+    def wrote(size: int) -> None:
+        helped[0] += size
+        helped[1] += 1
+
     try:
         nodes = extract_tar(archive, root, shown=shown)
-        _write_files(cd, tree, files, None)
+        _write_files(cd, tree, files, wrote)
         result: tuple[list[Node] | None, BaseException | None] = (nodes, None)
     except BaseException as e:  # raised again by the parent
         result = (None, e)
@@ -131,12 +148,11 @@ def _helper(sender: Connection, cd: IsoReader, archive: Path, root: Path, tree: 
     sender.close()
 
 
-def _write_files(cd: IsoReader, tree: Path, files: list[IsoEntry], progress: Progress | None) -> None:
+def _write_files(cd: IsoReader, tree: Path, files: list[IsoEntry], wrote: Callable[[int], None]) -> None:
     with Dirs(tree) as dirs:
         for entry in files:
             write_entry(cd, entry, dirs, entry.node.path, entry.node)
-            if progress is not None:
-                progress.add(entry.node.size)
+            wrote(entry.node.size)
 
 
 def _relocations(tar_nodes: list[Node]) -> list[str]:
