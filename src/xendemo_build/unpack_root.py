@@ -191,7 +191,8 @@ def _placed(cd: IsoReader, usr: list[IsoEntry], relocated: list[str]) -> list[No
 
 
 def _move_into_root(cd: IsoReader, tree: Path, root: Path, placed: list[Node], relocated: list[str]) -> None:
-    """Relocated paths from work/cd-tree/root to their place in root/, then work/cd-tree to root/usr."""
+    """Relocated paths from work/cd-tree/root to their place in root/, then the rest of
+    work/cd-tree into root/usr, one rename for each."""
     for rel in sorted({n.path for n in placed} & set(relocated)):
         _unlink_link(root, rel)
         name = rel.rsplit("/", 1)[-1]
