@@ -121,28 +121,51 @@ def test_a_build_does_not_move_the_epoch_it_takes_from_mtimes(built: Path) -> No
     assert stages(again) == dict.fromkeys(STAGES, "unchanged") or NOTHING_CHANGED in again
 
 
-def test_an_input_written_during_a_build_is_read_again(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file edited after its stage read it, while the build goes on: the stamps the finished
-    build records must not vouch for it, however long ago the build started."""
+def _long_build(built: Path, monkeypatch: pytest.MonkeyPatch, while_mastering: Callable[[], None]) -> None:
+    """`make 1.0 --rebuild` in this process, as if it took longer than RACY_SECONDS, calling
+    `while_mastering` when root.tar.gz is written and the ISO is next."""
     from xendemo_build import cache, steps
     from xendemo_build import make as make_module
 
-    passwd = built / "root/etc/passwd"  # not in rootpatch/, which would put its own back
     master = steps.make_iso
 
-    def edit_then_master(ctx: object) -> None:
-        _append(passwd, "# edited while the CD was mastered\n")  # root.tar.gz is written by now
+    def make_iso(ctx: object) -> None:
+        while_mastering()
         master(ctx)
 
-    monkeypatch.setattr(steps, "make_iso", edit_then_master)
-    monkeypatch.setattr(cache, "RACY_SECONDS", 0)  # however long the build took
+    monkeypatch.setattr(steps, "make_iso", make_iso)
+    monkeypatch.setattr(cache, "RACY_SECONDS", 0)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
     make_module.build(built, "1.0", rebuild=True)
     time.sleep(RACY_SECONDS + 0.1)  # the next build trusts stamps this old
+
+
+def test_an_input_written_during_a_build_is_read_again(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file edited after its stage read it, while the build goes on: the stamps the finished
+    build records must not vouch for it, however long ago the build started."""
+    passwd = built / "root/etc/passwd"  # not in rootpatch/, which would put its own back
+    _long_build(built, monkeypatch, lambda: _append(passwd, "# edited while the CD was mastered\n"))
     log = make(built).stderr
     assert NOTHING_CHANGED not in log
     assert stages(log)["root.tar.gz"] == "root/etc/passwd changed"
     assert tar_text(built / "xendemo-1.0.iso", "etc/passwd").endswith("# edited while the CD was mastered\n")
+
+
+def test_what_the_build_wrote_itself_is_vouched_for(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rootpatch/ copied into root/ by the build is read after it was written: the next build,
+    with nothing changed, stops after its walk of stamps."""
+    _long_build(built, monkeypatch, lambda: None)
+    assert NOTHING_CHANGED in make(built).stderr
+
+
+def test_what_the_build_wrote_and_someone_changed_is_read_again(built: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    motd = built / "root/etc/motd"  # rootpatch/etc/motd, copied by the build
+    _long_build(built, monkeypatch, lambda: _append(motd, "# edited while the CD was mastered\n"))
+    log = make(built).stderr
+    assert NOTHING_CHANGED not in log
+    assert stages(log)["rootpatch"] == "root/etc/motd changed"  # and rootpatch/'s copy is back
+    assert tar_text(built / "xendemo-1.0.iso", "etc/motd") == (built / "rootpatch/etc/motd").read_text()
 
 
 def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:

@@ -18,7 +18,9 @@ digest at all, so the stage runs again next time.
 
 Before any stage, `fingerprint` walks the inputs' stamps alone: when no input
 was written since the last finished build (work/cache/fingerprint), there is
-nothing to do at all.
+nothing to do at all.  A build records that walk only if no input was written
+while it ran (it may have read the old content), but for what it wrote itself
+(rootpatch/ copied into root/) while those still have the stamps it left.
 """
 
 from __future__ import annotations
@@ -75,11 +77,14 @@ def _sha256_all(files: list[tuple[Path, Stamp]]) -> list[str]:
 class BuildCache:
     """work/cache/: file digests and each stage's key, input lines and outputs."""
 
-    def __init__(self, directory: Path, *, rebuild: bool = False, base: Path | None = None) -> None:
+    def __init__(self, directory: Path, *, rebuild: bool = False, base: Path | None = None,
+                 started: int | None = None) -> None:
         self.directory = directory
         self.rebuild = rebuild
         self.base = base  # labels are shown relative to this (the build dir)
-        self.started = time.time_ns()  # what was written since may have been read before its change
+        # before the build read anything: an input written since may have been read before its change
+        self.started = time.time_ns() if started is None else started
+        self.own_writes: dict[str, tuple] = {}  # inputs the build wrote itself, as it left them
         # Kept by --rebuild too: they only say whether a file changed, never what a stage writes.
         self._loaded: dict[str, tuple[Stamp, str]] | None = None
         self._changed = False
@@ -159,6 +164,13 @@ class BuildCache:
             return (self.directory / "fingerprint").read_text() == fingerprint
         except OSError:
             return False
+
+    def wrote(self, paths: Iterable[Path]) -> None:
+        """The build itself wrote these inputs (before it read them): a later fingerprint vouches
+        for them as long as they keep the stamps they have now."""
+        for path in paths:
+            st = os.lstat(path)
+            self.own_writes[str(path)] = _row(str(path), st)
 
     def record_build(self, fingerprint: str | None) -> None:
         """Remember the inputs' stamps of a finished build, unless one changed too recently to trust."""
@@ -290,25 +302,39 @@ def code_line() -> str:
 
 
 def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[Path], *,
-                since: int | None = None) -> str | None:
+                since: int | None = None, own: dict[str, tuple] | None = None) -> str | None:
     """A key of the settings and of the stamp of every entry under `inputs` (walked, links not
     followed) and of `outputs`: equal keys mean no file was written since, the ctime being part
     of it.  None when an input changed within RACY_SECONDS, as then a later write in the same
-    clock tick could leave the same stamp, or after `since` (a build's start: the build may have
-    read it before that change)."""
-    started = time.time_ns() if since is None else min(since, time.time_ns())
+    clock tick could leave the same stamp; or, after a build, when one changed since (or shortly
+    before) `since`, the build's start, as the build may have read it before that change.  The
+    entries in `own`, which the build wrote itself, only have to keep the stamps given there."""
+    now = time.time_ns()
+    settled = now - RACY_SECONDS * 10**9
+    unread = settled if since is None else min(since, now) - RACY_SECONDS * 10**9
+    own = own or {}
     try:
         rows = _stamps(inputs)
     except OSError:  # a path too long, a directory that cannot be read: the checks will say
         return None
-    newest = max((max(row[5], row[6]) for row in rows if len(row) > 2), default=0)
-    if newest >= started - RACY_SECONDS * 10**9:
-        return None
+    for row in rows:
+        if len(row) == 2:  # missing
+            continue
+        written = max(row[5], row[6])
+        mine = own.get(row[0])
+        if mine is not None and (row != mine or written >= settled):
+            return None
+        if mine is None and written >= unread:
+            return None
     try:
         rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
     except FileNotFoundError:
         return None
     return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _row(path: str, st: os.stat_result) -> tuple:
+    return (path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _stamps(inputs: Iterable[Path]) -> list[tuple]:
@@ -321,15 +347,13 @@ def _stamps(inputs: Iterable[Path]) -> list[tuple]:
         except FileNotFoundError:
             rows.append((path, "missing"))
             continue
-        rows.append((path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        rows.append(_row(path, st))
         if stat.S_ISDIR(st.st_mode):
             for entry in os.scandir(path):
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
                     continue
-                st = entry.stat(follow_symlinks=False)
-                rows.append((entry.path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
-                             st.st_ctime_ns))
+                rows.append(_row(entry.path, entry.stat(follow_symlinks=False)))
     return rows
 
 

@@ -7,6 +7,7 @@ import getpass
 import logging
 import os
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def require_build_dir(build_dir: Path) -> None:
 
 def new_context(build_dir: Path, version: str, *, profile: str | None = None,
                 output: Path | None = None, rebuild: bool = False) -> BuildContext:
+    started = time.time_ns()  # before any input is read
     build_dir = build_dir.resolve()
     check_version(version)
     require_build_dir(build_dir)
@@ -59,7 +61,8 @@ def new_context(build_dir: Path, version: str, *, profile: str | None = None,
     output = (output or build_dir / f"xendemo-{version}.iso").resolve()
     return BuildContext(build_dir=build_dir, profile=loaded, version=version, output=output,
                         epoch=epoch, builder=builder or "unknown",
-                        cache=BuildCache(build_dir / "work" / "cache", rebuild=rebuild, base=build_dir))
+                        cache=BuildCache(build_dir / "work" / "cache", rebuild=rebuild, base=build_dir,
+                                         started=started))
 
 
 def build(build_dir: Path, version: str, *, profile: str | None = None,
@@ -98,16 +101,16 @@ def make(ctx: BuildContext) -> Path:
             steps.make_iso(ctx)
         finally:
             ctx.cache.save()
-        ctx.cache.record_build(build_fingerprint(ctx, since=ctx.cache.started))
+        ctx.cache.record_build(build_fingerprint(ctx, after_build=True))
         log.info("%s %s (%d MiB)", "Wrote" if ctx.wrote_iso else "Up to date:", ctx.output,
                  ctx.output.stat().st_size >> 20)
     return ctx.output
 
 
-def build_fingerprint(ctx: BuildContext, *, since: int | None = None) -> str | None:
+def build_fingerprint(ctx: BuildContext, *, after_build: bool = False) -> str | None:
     """Every input's stamp (root/ and the other input dirs, the parts, the records) and the
     settings: when none moved since the last finished build, there is nothing to do.  After a
-    build, `since` is its start: an input written while it ran is not vouched for."""
+    build, an input written while it ran is not vouched for, but for what it wrote itself."""
     profile = ctx.profile
     settings = [code_line(), setting("epoch", ctx.epoch), setting("version", ctx.version),
                 setting("profile", profile.path), setting("output", ctx.output),
@@ -117,8 +120,10 @@ def build_fingerprint(ctx: BuildContext, *, since: int | None = None) -> str | N
     inputs = [ctx.root, ctx.rootpatch, ctx.irtree, ctx.grub, profile.path, ctx.root_mtree, ctx.irtree_mtree,
               ctx.build_dir / "Builder", ctx.build_dir / "epoch", ctx.build_dir / "rpms",
               *parts, *(p.resolve() for p in parts), *ctx.rpm_files()]
-    return fingerprint(settings, inputs, [ctx.output, ctx.stage / "root.tar.gz", ctx.stage / "initrd.gz"],
-                       since=since)
+    outputs = [ctx.output, ctx.stage / "root.tar.gz", ctx.stage / "initrd.gz"]
+    if after_build:
+        return fingerprint(settings, inputs, outputs, since=ctx.cache.started, own=ctx.cache.own_writes)
+    return fingerprint(settings, inputs, outputs)
 
 
 def _user() -> str:

@@ -42,8 +42,12 @@ def prepare_work_dir(ctx: BuildContext) -> None:
 def apply_rootpatch(ctx: BuildContext) -> None:
     if not ctx.rootpatch.is_dir():
         return
-    ctx.cache.run("rootpatch", lambda: rootpatch_lines(ctx), lambda: copy_rootpatch(ctx.rootpatch, ctx.root),
-                  list, doing="copying rootpatch/ over root/", inputs_change=True)
+    def copy() -> None:
+        copied = copy_rootpatch(ctx.rootpatch, ctx.root)
+        ctx.cache.wrote([ctx.root, *(ctx.root / rel for rel in copied)])
+
+    ctx.cache.run("rootpatch", lambda: rootpatch_lines(ctx), copy, list,
+                  doing="copying rootpatch/ over root/", inputs_change=True)
 
 
 def common_lines(ctx: BuildContext) -> list[str]:
