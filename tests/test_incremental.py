@@ -168,6 +168,24 @@ def test_what_the_build_wrote_and_someone_changed_is_read_again(built: Path,
     assert tar_text(built / "xendemo-1.0.iso", "etc/motd") == (built / "rootpatch/etc/motd").read_text()
 
 
+def test_how_fresh_a_stamp_may_be_to_be_trusted() -> None:
+    """A write could hide behind the same stamp only within one tick of the clock that stamps
+    files, or within the second where the file system keeps whole seconds."""
+    from xendemo_build.cache import RACY_SECONDS, TICK_NS, _fresh
+
+    now = 1_800_000_000_123_456_789
+
+    def row(ctime: int) -> tuple:
+        return ("f", 0o100644, 1, 2, 3, ctime - 10**9, ctime)
+
+    assert _fresh(row(now - TICK_NS // 2), now)
+    assert not _fresh(row(now - 2 * TICK_NS), now)
+    whole = now // 10**9 * 10**9 - 10**9  # a second ago, in whole seconds
+    assert _fresh(row(whole), now)
+    assert not _fresh(row(whole - RACY_SECONDS * 10**9), now)
+    assert _fresh(("f", 0o100644, 1, 2, 3, now + 10**9, now - 10**9 - 1), now)  # an mtime to come
+
+
 def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:
     for path in (built / "rootpatch/etc/motd", built / "root/usr/bin/cmp", built / "irtree/README"):
         os.utime(path, follow_symlinks=False)

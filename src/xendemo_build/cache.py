@@ -44,6 +44,7 @@ from .tree import FILE, Node
 
 CODE_PACKAGES = ("xendemo_build", "pycdlib", "isal", "jinja2", "yaml", "elftools")
 RACY_SECONDS = 2
+TICK_NS = 20_000_000  # a few ticks of the kernel clock that stamps file times (4 ms at HZ=250)
 DIGESTS_FORMAT = 1
 HASH_THREADS = 2  # hashlib and file reads release the GIL
 HASH_CHUNK = 64
@@ -305,13 +306,12 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
                 since: int | None = None, own: dict[str, tuple] | None = None) -> str | None:
     """A key of the settings and of the stamp of every entry under `inputs` (walked, links not
     followed) and of `outputs`: equal keys mean no file was written since, the ctime being part
-    of it.  None when an input changed within RACY_SECONDS, as then a later write in the same
-    clock tick could leave the same stamp; or, after a build, when one changed since (or shortly
-    before) `since`, the build's start, as the build may have read it before that change.  The
-    entries in `own`, which the build wrote itself, only have to keep the stamps given there."""
+    of it.  None when an input changed just now, as then a later write in the same clock tick
+    could leave the same stamp; or, after a build, when one changed since (or just before)
+    `since`, the build's start, as the build may have read it before that change.  The entries
+    in `own`, which the build wrote itself, only have to keep the stamps given there."""
     now = time.time_ns()
-    settled = now - RACY_SECONDS * 10**9
-    unread = settled if since is None else min(since, now) - RACY_SECONDS * 10**9
+    read = now if since is None else min(since, now)
     own = own or {}
     try:
         rows = _stamps(inputs)
@@ -320,17 +320,25 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
     for row in rows:
         if len(row) == 2:  # missing
             continue
-        written = max(row[5], row[6])
         mine = own.get(row[0])
-        if mine is not None and (row != mine or written >= settled):
+        if mine is not None and (row != mine or _fresh(row, now)):
             return None
-        if mine is None and written >= unread:
+        if mine is None and _fresh(row, read):
             return None
     try:
         rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
     except FileNotFoundError:
         return None
     return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _fresh(row: tuple, moment: int) -> bool:
+    """Written so shortly before `moment` (or after it) that a later write could leave the same
+    stamp: within a clock tick where the file system keeps nanoseconds, within RACY_SECONDS
+    where its ctimes are whole seconds (FAT, some network file systems)."""
+    mtime, ctime = row[5], row[6]
+    margin = RACY_SECONDS * 10**9 if ctime % 10**9 == 0 else TICK_NS
+    return max(mtime, ctime) >= moment - margin
 
 
 def _row(path: str, st: os.stat_result) -> tuple:
