@@ -29,6 +29,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import marshal
 import os
 import pickle
 import stat
@@ -312,6 +313,7 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
     in `own`, which the build wrote itself, only have to keep the stamps given there."""
     now = time.time_ns()
     read = now if since is None else min(since, now)
+    surely_old = read - RACY_SECONDS * 10**9  # older than any margin _fresh applies
     own = own or {}
     try:
         rows = _stamps(inputs)
@@ -320,16 +322,18 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
     for row in rows:
         if len(row) == 2:  # missing
             continue
-        mine = own.get(row[0])
-        if mine is not None and (row != mine or _fresh(row, now)):
-            return None
-        if mine is None and _fresh(row, read):
+        mine = own.get(row[0]) if own else None
+        if mine is not None:
+            if row != mine or _fresh(row, now):
+                return None
+        elif (row[5] >= surely_old or row[6] >= surely_old) and _fresh(row, read):
             return None
     try:
         rows += [(str(path), *stamp_of(os.stat(path))) for path in outputs]
     except FileNotFoundError:
         return None
-    return hashlib.sha256(repr((settings, rows)).encode("utf-8", "surrogateescape")).hexdigest()
+    # marshal version 2 writes equal values the same way, shared objects or not (no references)
+    return hashlib.sha256(marshal.dumps((settings, rows), 2)).hexdigest()
 
 
 def _fresh(row: tuple, moment: int) -> bool:
@@ -361,7 +365,9 @@ def _stamps(inputs: Iterable[Path]) -> list[tuple]:
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
                     continue
-                rows.append(_row(entry.path, entry.stat(follow_symlinks=False)))
+                st = entry.stat(follow_symlinks=False)
+                rows.append((entry.path, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                             st.st_ctime_ns))
     return rows
 
 
