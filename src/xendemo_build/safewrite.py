@@ -32,18 +32,19 @@ class Dirs:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _, fd in self.chain:
+        self._close_to(0)
+
+    def _close_to(self, keep: int) -> None:
+        while len(self.chain) > keep:  # off the chain first: an interrupt never leaves one to close twice
+            _, fd = self.chain.pop()
             os.close(fd)
-        self.chain = []
 
     def parent_fd(self, rel: str) -> int:
         parts = rel.split("/")[:-1]
         keep = 1
         while keep <= len(parts) and keep < len(self.chain) and self.chain[keep][0] == parts[keep - 1]:
             keep += 1
-        for _, fd in self.chain[keep:]:
-            os.close(fd)
-        del self.chain[keep:]
+        self._close_to(keep)
         for part in parts[keep - 1:]:
             try:
                 fd = os.open(part, DIR_FLAGS, dir_fd=self.chain[-1][1])
