@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import stat
 from collections.abc import Callable
 from ctypes import Array, c_longlong
@@ -92,9 +93,14 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     fork = multiprocessing.get_context("fork")
     receiver, sender = fork.Pipe(duplex=False)
     helped = fork.RawArray("q", 2)  # bytes and files the helper wrote, for the progress line
-    helper = fork.Process(target=_helper, args=(sender, helped, cd, archive, root, tree, theirs, shown),
+    # A Ctrl-C that lands in the fork's handlers (logging's) would be lost: it waits until after.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    helper = fork.Process(target=_helper, args=(mask, sender, helped, cd, archive, root, tree, theirs, shown),
                           name="xendemo unpack helper", daemon=True)
-    helper.start()
+    try:
+        helper.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     sender.close()
     finished = False
     try:
@@ -127,8 +133,8 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     return tar_nodes
 
 
-def _helper(sender: Connection, helped: Array[c_longlong], cd: IsoReader, archive: Path, root: Path,
-            tree: Path, files: list[IsoEntry], shown: str) -> None:
+def _helper(mask: set[signal.Signals], sender: Connection, helped: Array[c_longlong], cd: IsoReader,
+            archive: Path, root: Path, tree: Path, files: list[IsoEntry], shown: str) -> None:
     """The forked helper's work; sends (root.tar.gz's nodes, None) or (None, what it raised)."""
 
     def wrote(size: int) -> None:
@@ -136,6 +142,7 @@ def _helper(sender: Connection, helped: Array[c_longlong], cd: IsoReader, archiv
         helped[1] += 1
 
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         nodes = extract_tar(archive, root, shown=shown)
         _write_files(cd, tree, files, wrote)
         result: tuple[list[Node] | None, BaseException | None] = (nodes, None)
