@@ -314,7 +314,6 @@ def fingerprint(settings: list[str], inputs: Iterable[Path], outputs: Iterable[P
     now = time.time_ns()
     read = now if since is None else min(since, now)
     surely_old = read - RACY_SECONDS * 10**9  # older than any margin _fresh applies
-    own = own or {}
     try:
         rows = _stamps(inputs)
     except OSError:  # a path too long, a directory that cannot be read: the checks will say

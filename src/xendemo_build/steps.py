@@ -42,6 +42,7 @@ def prepare_work_dir(ctx: BuildContext) -> None:
 def apply_rootpatch(ctx: BuildContext) -> None:
     if not ctx.rootpatch.is_dir():
         return
+
     def copy() -> None:
         copied = copy_rootpatch(ctx.rootpatch, ctx.root)
         ctx.cache.wrote([ctx.root, *(ctx.root / rel for rel in copied)])
