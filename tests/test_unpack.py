@@ -495,6 +495,37 @@ def test_hostile_root_tar_gz(demo_tree: Path, tmp_path: Path, target: Path, sent
     assert expected in message, message
 
 
+def _links() -> list[tuple]:
+    """What root.tar.gz has for the demo CD's tree: /usr to mount it on, /bin and /sbin into it."""
+    return [_member("bin", tarfile.SYMTYPE, linkname="usr/root/bin"),
+            _member("sbin", tarfile.SYMTYPE, linkname="usr/root/sbin"), _member("usr", tarfile.DIRTYPE)]
+
+
+ROOT_TAR_VS_CD: list[tuple[str, Callable[[Path], list[tuple]], str]] = [
+    ("no-link-for-sbin", lambda s: _links()[:1] + _links()[2:],
+     "/root/sbin: under /usr/root but root.tar.gz has no link /sbin -> usr/root/...; cannot tell where "
+     "it belongs"),
+    ("usr-a-link-out", lambda s: _links()[:2] + [_member("usr", tarfile.SYMTYPE, linkname=str(s))],
+     "/XenDemoCD/root.tar.gz: no directory usr/ for the CD's tree (missing, or a link); unpack never "
+     "writes through a link"),
+    ("usr-missing", lambda s: _links()[:2],
+     "/XenDemoCD/root.tar.gz: no directory usr/ for the CD's tree (missing, or a link); unpack never "
+     "writes through a link"),
+    ("share-twice", lambda s: [*_links(), _member("usr/share", tarfile.DIRTYPE)],
+     "/share: root/usr/share already exists (root.tar.gz has it too)"),
+]
+
+
+@pytest.mark.parametrize("name,members,expected", ROOT_TAR_VS_CD, ids=[c[0] for c in ROOT_TAR_VS_CD])
+def test_root_tar_gz_that_does_not_fit_the_cd(demo_tree: Path, tmp_path: Path, target: Path, sentinel: Path,
+                                              name: str, members: Callable[[Path], list[tuple]],
+                                              expected: str) -> None:
+    """root.tar.gz and the CD's tree meet at /usr and at the relocation links: where they do not
+    fit, one line, and nothing written outside the build dir (a usr link out included)."""
+    iso = _with_root_tar(demo_tree, tmp_path, _tar_gz([_member("etc", tarfile.DIRTYPE), *members(sentinel)]))
+    assert _fails(iso, target, sentinel) == f"{iso}: {expected}"
+
+
 def test_root_tar_gz_not_gzip(demo_tree: Path, tmp_path: Path, target: Path, sentinel: Path) -> None:
     iso = _with_root_tar(demo_tree, tmp_path, b"not gzip at all\n" * 99)
     assert _fails(iso, target, sentinel) == f"{iso}: /XenDemoCD/root.tar.gz: not a gzip file"

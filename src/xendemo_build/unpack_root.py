@@ -216,6 +216,9 @@ def _move_into_root(cd: IsoReader, tree: Path, root: Path, placed: list[Node], r
         os.rmdir(tree / USR_ROOT)  # empty now: everything under it had a place
     names = sorted(os.listdir(tree))
     if names:
+        if not is_dir_not_link(root, "usr"):
+            raise BuildError(f"{cd.path}: /{CD_DIR}/root.tar.gz: no directory usr/ for the CD's tree "
+                             f"(missing, or a link); unpack never writes through a link")
         usr_fd = open_dir(root, "usr")  # root.tar.gz's mount point for the CD
         tree_fd = open_dir(tree, "")
         try:
