@@ -91,40 +91,35 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     """root.tar.gz and `theirs` written by a forked helper while this process writes `ours`."""
     shown = f"{cd.path}: /{CD_DIR}/root.tar.gz"
     fork = multiprocessing.get_context("fork")
-    receiver, sender = fork.Pipe(duplex=False)
     helped = fork.RawArray("q", 2)  # bytes and files the helper wrote, for the progress line
-    # A Ctrl-C that lands in the fork's handlers (logging's) would be lost: it waits until after.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    helper = fork.Process(target=_helper, args=(mask, sender, helped, cd, archive, root, tree, theirs, shown),
-                          name="xendemo unpack helper", daemon=True)
-    try:
-        helper.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    sender.close()
-    finished = False
-    try:
-        with Progress(sum(e.node.size for e in theirs + ours)) as progress:
-            mine = [0, 0]
-
-            def wrote(size: int) -> None:
-                mine[0] += size
-                mine[1] += 1
-                progress.to(mine[0] + helped[0], mine[1] + helped[1])
-
-            _write_files(cd, tree, ours, wrote)
-            while not receiver.poll(0.2):  # the helper is still at work
-                progress.to(mine[0] + helped[0], mine[1] + helped[1])
+    receiver, sender = fork.Pipe(duplex=False)
+    with receiver:
+        with sender:  # this process's end of it is closed once the helper has its own
+            helper = fork.Process(target=_helper, name="xendemo unpack helper", daemon=True,
+                                  args=(sender, helped, cd, archive, root, tree, theirs, shown))
+            _start(helper)
+        finished = False
         try:
-            tar_nodes, error = receiver.recv()
-        except EOFError:  # it died without a word
-            tar_nodes, error = None, None
-        finished = True
-    finally:
-        if not finished:
-            helper.terminate()
-        helper.join()
-        receiver.close()
+            with Progress(sum(e.node.size for e in theirs + ours)) as progress:
+                mine = [0, 0]
+
+                def wrote(size: int) -> None:
+                    mine[0] += size
+                    mine[1] += 1
+                    progress.to(mine[0] + helped[0], mine[1] + helped[1])
+
+                _write_files(cd, tree, ours, wrote)
+                while not receiver.poll(0.2):  # the helper is still at work
+                    progress.to(mine[0] + helped[0], mine[1] + helped[1])
+            try:
+                tar_nodes, error = receiver.recv()
+            except EOFError:  # it died without a word
+                tar_nodes, error = None, None
+            finished = True
+        finally:
+            if not finished:
+                helper.terminate()
+            helper.join()
     if error is not None:
         raise error
     if tar_nodes is None:
@@ -133,8 +128,18 @@ def _with_helper(cd: IsoReader, archive: Path, root: Path, tree: Path, theirs: l
     return tar_nodes
 
 
-def _helper(mask: set[signal.Signals], sender: Connection, helped: Array[c_longlong], cd: IsoReader,
-            archive: Path, root: Path, tree: Path, files: list[IsoEntry], shown: str) -> None:
+def _start(helper: multiprocessing.process.BaseProcess) -> None:
+    """Fork `helper` with SIGINT held off: a Ctrl-C that lands in fork's handlers (logging has one)
+    would be swallowed there ("Exception ignored in ...") and the work would go on."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        helper.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _helper(sender: Connection, helped: Array[c_longlong], cd: IsoReader, archive: Path, root: Path,
+            tree: Path, files: list[IsoEntry], shown: str) -> None:
     """The forked helper's work; sends (root.tar.gz's nodes, None) or (None, what it raised)."""
 
     def wrote(size: int) -> None:
@@ -142,7 +147,7 @@ def _helper(mask: set[signal.Signals], sender: Connection, helped: Array[c_longl
         helped[1] += 1
 
     try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held off while it was forked
         nodes = extract_tar(archive, root, shown=shown)
         _write_files(cd, tree, files, wrote)
         result: tuple[list[Node] | None, BaseException | None] = (nodes, None)
