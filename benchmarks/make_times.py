@@ -225,15 +225,15 @@ DONE_RE = re.compile(r"^\S+ \S+ ( *)done in ([0-9.]+)s$")
 
 
 def xendemo_steps(log: Path) -> dict[str, float]:
-    """Per-step seconds from a build log: each '‣ step' line and its matching 'done in X.Xs'."""
+    """Per-step seconds from a build log: each '‣ step' line and its matching 'done in X.Xs', in the
+    order the steps started (a nested step, indented, after the one it is part of)."""
     stack: list[str] = []
     out: dict[str, float] = {}
     for line in log.read_text(errors="replace").splitlines():
         if m := STEP_RE.match(line):
             title = "  " * (len(m.group(1)) // 2) + re.sub(r"\bx\d+\.iso", "OUT.iso", m.group(2))
-            if title.endswith(": unchanged"):  # a skipped stage: no "done in" follows
-                out[title] = 0.0
-            else:
+            out[title] = 0.0  # a skipped stage ("...: unchanged") has no "done in"
+            if not title.endswith(": unchanged"):
                 stack.append(title)
         elif (m := DONE_RE.match(line)) and stack:
             out[stack.pop()] = float(m.group(2))

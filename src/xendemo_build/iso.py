@@ -30,7 +30,7 @@ import pycdlib
 from .atomic import atomic_output
 from .errors import BuildError
 from .fastcopy import KernelCopy
-from .log import Progress
+from .log import Progress, step
 from .tree import DIR, FILE, HARDLINK, SYMLINK, Node
 
 PYCDLIB_CLOCK_USERS = ("pycdlib.pycdlib", "pycdlib.headervd", "pycdlib.dates", "pycdlib.utils",
@@ -159,41 +159,46 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
                epoch: int) -> None:
     """Write the ISO for `nodes` (sorted, parents first) to `out`."""
     iso = pycdlib.PyCdlib()
-    names = _Names()
-    paths: dict[str, str] = {}
     with _frozen_clock(epoch) as clock:
         iso.new(interchange_level=3, rock_ridge="1.09", vol_ident=label, sys_ident="LINUX",
                 app_ident_str="XENDEMO")
-        for node in nodes:
-            clock.now = min(node.mtime, epoch)
-            iso_path = names.add(node)
-            paths[node.path] = iso_path
-            if node.kind == DIR:
-                iso.add_directory(iso_path, rr_name=node.name, file_mode=stat.S_IFDIR | node.mode)
-            elif node.kind == FILE:
-                assert node.source is not None
-                iso.add_file(str(node.source), iso_path, rr_name=node.name,
-                             file_mode=stat.S_IFREG | node.mode)
-            elif node.kind == SYMLINK:
-                iso.add_symlink(iso_path, rr_symlink_name=node.name, rr_path=node.target)
-            elif node.kind == HARDLINK:
-                iso.add_hard_link(iso_old_path=paths[node.target], iso_new_path=iso_path,
-                                  rr_name=node.name)
-            else:
-                raise BuildError(f"/usr/{node.path}: a {node.kind} node cannot go on the CD; "
-                                 f"keep device nodes and fifos outside /usr")
-        clock.now = epoch
-        catalog = names.add(Node(boot_catalog, FILE, 0o444))
-        iso.add_eltorito(paths[boot_file], bootcatfile=catalog,
-                         rr_bootcatname=boot_catalog.rsplit("/", 1)[-1], media_name="noemul",
-                         boot_load_size=4, boot_info_table=True)
-        _set_owners(iso, nodes)
         try:
-            with (atomic_output(out) as f, _kernel_copy(),
-                  Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress):
+            with step(f"pycdlib {PYCDLIB_VERSION}: adding {len(nodes)} members"):
+                _add_members(iso, clock, nodes, boot_file=boot_file, boot_catalog=boot_catalog, epoch=epoch)
+            with (step("pycdlib: writing the records, the kernel copying the data"), atomic_output(out) as f,
+                  _kernel_copy(), Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress):
                 iso.write_fp(f, blocksize=1 << 20, progress_cb=lambda done, total: progress.to(done))
         finally:
             iso.close()
+
+
+def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], *, boot_file: str, boot_catalog: str,
+                 epoch: int) -> None:
+    """Every node, each dated by its mtime (clamped to the epoch), then the El Torito boot entry;
+    the clock is left at the epoch, for what write_fp dates."""
+    names = _Names()
+    paths: dict[str, str] = {}
+    for node in nodes:
+        clock.now = min(node.mtime, epoch)
+        iso_path = names.add(node)
+        paths[node.path] = iso_path
+        if node.kind == DIR:
+            iso.add_directory(iso_path, rr_name=node.name, file_mode=stat.S_IFDIR | node.mode)
+        elif node.kind == FILE:
+            assert node.source is not None
+            iso.add_file(str(node.source), iso_path, rr_name=node.name, file_mode=stat.S_IFREG | node.mode)
+        elif node.kind == SYMLINK:
+            iso.add_symlink(iso_path, rr_symlink_name=node.name, rr_path=node.target)
+        elif node.kind == HARDLINK:
+            iso.add_hard_link(iso_old_path=paths[node.target], iso_new_path=iso_path, rr_name=node.name)
+        else:
+            raise BuildError(f"/usr/{node.path}: a {node.kind} node cannot go on the CD; "
+                             f"keep device nodes and fifos outside /usr")
+    clock.now = epoch
+    catalog = names.add(Node(boot_catalog, FILE, 0o444))
+    iso.add_eltorito(paths[boot_file], bootcatfile=catalog, rr_bootcatname=boot_catalog.rsplit("/", 1)[-1],
+                     media_name="noemul", boot_load_size=4, boot_info_table=True)
+    _set_owners(iso, nodes)
 
 
 def _set_owners(iso: pycdlib.PyCdlib, nodes: list[Node]) -> None:
