@@ -178,27 +178,34 @@ def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], *, boot
     the clock is left at the epoch, for what write_fp dates."""
     names = _Names()
     paths: dict[str, str] = {}
-    for node in nodes:
-        clock.now = min(node.mtime, epoch)
-        iso_path = names.add(node)
-        paths[node.path] = iso_path
-        if node.kind == DIR:
-            iso.add_directory(iso_path, rr_name=node.name, file_mode=stat.S_IFDIR | node.mode)
-        elif node.kind == FILE:
-            assert node.source is not None
-            iso.add_file(str(node.source), iso_path, rr_name=node.name, file_mode=stat.S_IFREG | node.mode)
-        elif node.kind == SYMLINK:
-            iso.add_symlink(iso_path, rr_symlink_name=node.name, rr_path=node.target)
-        elif node.kind == HARDLINK:
-            iso.add_hard_link(iso_old_path=paths[node.target], iso_new_path=iso_path, rr_name=node.name)
-        else:
-            raise BuildError(f"/usr/{node.path}: a {node.kind} node cannot go on the CD; "
-                             f"keep device nodes and fifos outside /usr")
+    with Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress:
+        for node in nodes:
+            _add_member(iso, clock, node, names, paths, epoch)
+            progress.add(node.size if node.kind == FILE else 0)
     clock.now = epoch
     catalog = names.add(Node(boot_catalog, FILE, 0o444))
     iso.add_eltorito(paths[boot_file], bootcatfile=catalog, rr_bootcatname=boot_catalog.rsplit("/", 1)[-1],
                      media_name="noemul", boot_load_size=4, boot_info_table=True)
     _set_owners(iso, nodes)
+
+
+def _add_member(iso: pycdlib.PyCdlib, clock: _Clock, node: Node, names: _Names, paths: dict[str, str],
+                epoch: int) -> None:
+    clock.now = min(node.mtime, epoch)
+    iso_path = names.add(node)
+    paths[node.path] = iso_path
+    if node.kind == DIR:
+        iso.add_directory(iso_path, rr_name=node.name, file_mode=stat.S_IFDIR | node.mode)
+    elif node.kind == FILE:
+        assert node.source is not None
+        iso.add_file(str(node.source), iso_path, rr_name=node.name, file_mode=stat.S_IFREG | node.mode)
+    elif node.kind == SYMLINK:
+        iso.add_symlink(iso_path, rr_symlink_name=node.name, rr_path=node.target)
+    elif node.kind == HARDLINK:
+        iso.add_hard_link(iso_old_path=paths[node.target], iso_new_path=iso_path, rr_name=node.name)
+    else:
+        raise BuildError(f"/usr/{node.path}: a {node.kind} node cannot go on the CD; "
+                         f"keep device nodes and fifos outside /usr")
 
 
 def _set_owners(iso: pycdlib.PyCdlib, nodes: list[Node]) -> None:
