@@ -159,26 +159,28 @@ def master_iso(nodes: list[Node], out: Path, *, label: str, boot_file: str, boot
                epoch: int) -> None:
     """Write the ISO for `nodes` (sorted, parents first) to `out`."""
     iso = pycdlib.PyCdlib()
+    data = sum(n.size for n in nodes if n.kind == FILE)  # bytes, for the progress lines
     with _frozen_clock(epoch) as clock:
         iso.new(interchange_level=3, rock_ridge="1.09", vol_ident=label, sys_ident="LINUX",
                 app_ident_str="XENDEMO")
         try:
             with step(f"pycdlib {PYCDLIB_VERSION}: adding {len(nodes)} members"):
-                _add_members(iso, clock, nodes, boot_file=boot_file, boot_catalog=boot_catalog, epoch=epoch)
+                _add_members(iso, clock, nodes, data, boot_file=boot_file, boot_catalog=boot_catalog,
+                             epoch=epoch)
             with (step("pycdlib: writing the records, the kernel copying the data"), atomic_output(out) as f,
-                  _kernel_copy(), Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress):
+                  _kernel_copy(), Progress(data) as progress):
                 iso.write_fp(f, blocksize=1 << 20, progress_cb=lambda done, total: progress.to(done))
         finally:
             iso.close()
 
 
-def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], *, boot_file: str, boot_catalog: str,
-                 epoch: int) -> None:
+def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], data: int, *, boot_file: str,
+                 boot_catalog: str, epoch: int) -> None:
     """Every node, each dated by its mtime (clamped to the epoch), then the El Torito boot entry;
     the clock is left at the epoch, for what write_fp dates."""
     names = _Names()
     paths: dict[str, str] = {}
-    with Progress(sum(n.size for n in nodes if n.kind == FILE)) as progress:
+    with Progress(data) as progress:
         for node in nodes:
             _add_member(iso, clock, node, names, paths, epoch)
             progress.add(node.size if node.kind == FILE else 0)
