@@ -40,8 +40,10 @@ from xendemo_build.cli import main
 from xendemo_build.errors import BuildError
 from xendemo_build.formats.cpio import Entry as CpioEntry
 from xendemo_build.formats.cpio import read_newc
+from xendemo_build.formats.isoread import IsoEntry
 from xendemo_build.lock import LOCK_NAME
 from xendemo_build.profile import Entry, load_profile
+from xendemo_build.tree import FILE, Node
 from xendemo_build.unpack import unpack
 
 pytestmark = pytest.mark.parts
@@ -581,6 +583,24 @@ def test_garbage(tmp_path: Path, target: Path, sentinel: Path) -> None:
 
 
 # the two processes that write root/ (unpack_root.py)
+
+def test_the_helper_takes_a_first_run_of_files_as_long_as_root_tar_gz_leaves_room() -> None:
+    """The two processes get about as much work: the helper's root.tar.gz counts against its
+    share, which is the first files in tree order (so each keeps writing into the same directories)."""
+    files = [IsoEntry(Node(f"d/f{i:02d}", FILE, 0o644, size=(i % 7) << 20), extent=100 + i)
+             for i in range(40)]
+
+    def cost(entries: list[IsoEntry]) -> int:
+        return sum(unpack_root.FILE_COST + e.node.size for e in entries)
+
+    for tarball_size in (0, 1 << 20, 4 << 20):
+        theirs, ours = unpack_root._shares(files, tarball_size)
+        assert theirs + ours == files
+        helper = tarball_size * unpack_root.TARBALL_COST + cost(theirs)
+        half = (tarball_size * unpack_root.TARBALL_COST + cost(files)) / 2
+        assert helper >= half > helper - cost(theirs[-1:])  # the file that took it past half is its last
+    assert unpack_root._shares(files, 1 << 30) == ([], files)  # a huge root.tar.gz is work enough
+
 
 def test_a_write_that_fails_in_either_process(demo_tree: Path, tmp_path: Path, target: Path,
                                               sentinel: Path) -> None:
