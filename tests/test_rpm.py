@@ -177,6 +177,15 @@ def rpm_q(build_dir: Path, *args: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True).stdout
 
 
+def refused(build_dir: Path) -> str:
+    """`make 1.1` fails and leaves root/ as it was; returns the error."""
+    before = listing(build_dir / "root")
+    with pytest.raises(BuildError) as info:
+        build(build_dir, "1.1")
+    assert listing(build_dir / "root") == before
+    return str(info.value)
+
+
 def listing(root: Path) -> list[tuple[str, int, int]]:
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -426,32 +435,26 @@ def test_rpm_as_a_normal_user(demo_dir: Path, rpms: dict[str, Path],
 def test_missing_dependency_changes_nothing(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path]) -> None:
     build_dir = rpm_dir(demo_dir, tmp_path, rpms, "rpms:\n  add:\n    - hello-1.0-1.noarch.rpm\n"
                                                   "    - needy-1.0-1.noarch.rpm\n")
-    before = listing(build_dir / "root")
-    with pytest.raises(BuildError) as info:
-        build(build_dir, "1.1")
+    error = refused(build_dir)
     hello = profile_line(build_dir, "    - hello-1.0-1.noarch.rpm")
     needy = profile_line(build_dir, "    - needy-1.0-1.noarch.rpm")
     missing = "(not in the root, not in the profile)"
-    assert str(info.value).splitlines() == [
+    assert error.splitlines() == [
         f"{hello}: rpms.add[0] hello-1.0-1.noarch.rpm: needs /bin/sh {missing}",
         f"{hello}: rpms.add[0] hello-1.0-1.noarch.rpm: needs greeting-data {missing}",
         f"{needy}: rpms.add[1] needy-1.0-1.noarch.rpm: needs libbar.so.1 {missing}",
     ]
-    assert listing(build_dir / "root") == before
 
 
 @pytest.mark.parts
 def test_file_conflict(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path]) -> None:
     build_dir = rpm_dir(demo_dir, tmp_path, rpms, "rpms:\n  add: [clash-a-1.0-1.noarch.rpm, "
                                                   "clash-b-1.0-1.noarch.rpm]\n")
-    before = listing(build_dir / "root")
-    with pytest.raises(BuildError) as info:
-        build(build_dir, "1.1")
+    error = refused(build_dir)
     where = profile_line(build_dir, "  add: [clash-a-1.0-1.noarch.rpm, clash-b-1.0-1.noarch.rpm]")
-    assert str(info.value).splitlines() == [
+    assert error.splitlines() == [
         f"{where}: rpms.add[1] clash-b-1.0-1.noarch.rpm: file /usr/share/clash/file conflicts with "
         f"clash-a-1.0-1.noarch"]
-    assert listing(build_dir / "root") == before
 
 
 @pytest.mark.parts
@@ -472,14 +475,10 @@ def test_one_line_errors(demo_dir: Path, tmp_path: Path, rpms: dict[str, Path], 
                          expected: str) -> None:
     build_dir = rpm_dir(demo_dir, tmp_path, rpms, rpms_yaml)
     (build_dir / "rpms/corrupt.rpm").write_bytes(b"\xed\xab\xee\xdb" + b"\0" * 200)
-    before = listing(build_dir / "root")
-    with pytest.raises(BuildError) as info:
-        build(build_dir, "1.1")
-    message = str(info.value)
+    message = refused(build_dir)
     assert "\n" not in message
     line = profile_line(build_dir, rpms_yaml.splitlines()[1])
     assert message == f"{line}: {expected.format(d=build_dir)}"
-    assert listing(build_dir / "root") == before
 
 
 @pytest.mark.parts
