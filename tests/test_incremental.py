@@ -11,6 +11,7 @@ they gave, and that the change shows on the CD.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,13 @@ from helpers import copy_demo
 from xendemo_build.cache import RACY_SECONDS
 from xendemo_build.formats.cpio import read_newc
 from xendemo_build.formats.isoread import IsoReader
+from xendemo_build.tree import Node
 
 pytestmark = pytest.mark.parts
 
 CLI = "from xendemo_build.cli import main; main()"
 EPOCH = "1070000000"
+OLDER = int(EPOCH) - 86400  # a date older than the epoch, which is not clamped
 NOTHING_CHANGED = "Nothing changed since the last build"
 STAGES = ("rootpatch", "root.tar.gz", "initrd.gz", "xendemo-1.0.iso")
 
@@ -54,6 +57,11 @@ def stages(log: str) -> dict[str, str]:
     """stage -> why it ran, or "unchanged": the first build's lines only (not indented)."""
     found = re.finditer(r"^‣ ([^ :]+): (.*?)(?:; .*)?$", log, re.M)
     return {m[1]: m[2] for m in found if m[1] in (*STAGES, "rpms") or m[1].endswith(".iso")}
+
+
+def cd_entry(iso: Path, path: str) -> Node:
+    with IsoReader(iso) as cd:
+        return next(e.node for e in cd.walk() if e.node.path == path)
 
 
 def cd_file(iso: Path, path: str) -> bytes:
@@ -186,6 +194,23 @@ def test_how_fresh_a_stamp_may_be_to_be_trusted() -> None:
     assert _fresh(("f", 0o100644, 1, 2, 3, now + 10**9, now - 10**9 - 1), now)  # an mtime to come
 
 
+def test_a_file_line_reads_back_what_may_change_in_place(tmp_path: Path) -> None:
+    """cache.file_line parses node_lines' "LABEL<TAB>path kind mode owner mtime size target rdev
+    sha256" back: paths may hold spaces; only regular files' lines are read."""
+    from xendemo_build.cache import BuildCache, FileLine, file_line
+    from xendemo_build.tree import FILE, SYMLINK
+
+    source = tmp_path / "a b"
+    source.write_text("data\n")
+    nodes = [Node("x y/a b", FILE, 0o640, uid=7, gid=8, mtime=99, size=5, source=source),
+             Node("x y/l", SYMLINK, 0o777, mtime=99, target="a b 1 2 3")]
+    file, link = BuildCache(tmp_path / "cache", base=tmp_path).node_lines(nodes)
+    digest = hashlib.sha256(b"data\n").hexdigest()
+    assert file_line(file) == FileLine("x y/a b file 640 7:8 0,0", 99, 5, digest)
+    assert file_line(link) is None
+    assert file_line("setting:epoch\t1070000000") is None
+
+
 def test_touch_without_a_change_of_content_runs_nothing(built: Path) -> None:
     for path in (built / "rootpatch/etc/motd", built / "root/usr/bin/cmp", built / "irtree/README"):
         os.utime(path, follow_symlinks=False)
@@ -222,6 +247,12 @@ CASES: dict[str, tuple[Callable[[Path], None], dict[str, str], Callable[[Path], 
         {"rootpatch": "rootpatch/etc/motd changed", "root.tar.gz": "root/etc/motd changed",
          "initrd.gz": "unchanged", "xendemo-1.0.iso": "work/stage/root.tar.gz changed"},
         lambda iso: _check(tar_text(iso, "etc/motd") == "a new motd\n")),
+    "rootpatch file's date only": (
+        lambda d: os.utime(d / "rootpatch/etc/motd", (OLDER, OLDER)),
+        {"rootpatch": "rootpatch/etc/motd changed", "root.tar.gz": "root/etc/motd changed",
+         "initrd.gz": "unchanged", "xendemo-1.0.iso": "(work/stage/root.tar.gz|rootpatch/etc/motd) changed"},
+        lambda iso: _check(cd_entry(iso, "XenDemoCD/rootpatch/etc/motd").mtime
+                           == tar_member(iso, "etc/motd").mtime == OLDER)),
     "new file under root/usr": (
         lambda d: _write(d / "root/usr/share/xendemo/added.txt", "added\n"),
         {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
@@ -278,7 +309,44 @@ CASES: dict[str, tuple[Callable[[Path], None], dict[str, str], Callable[[Path], 
         {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
          "xendemo-1.0.iso": "parts/vmlinuz added"},
         lambda iso: _check(cd_file(iso, "boot/vmlinuz").endswith(b"\0one more byte"))),
+    "boot image": (
+        lambda d: _replace_part(d, "stage2_eltorito"),
+        {"rootpatch": "unchanged", "root.tar.gz": "unchanged", "initrd.gz": "unchanged",
+         "xendemo-1.0.iso": "parts/stage2_eltorito added"},
+        lambda iso: _check(cd_file(iso, "boot/grub/stage2_eltorito").endswith(b"\0one more byte"))),
 }
+
+
+IN_PLACE, MASTERED, NEW_BLOCKS = "in place", "mastered", "mastered: a file takes other blocks"
+OUR_FILES = (IN_PLACE,)
+PARTS_SIZED = (IN_PLACE, NEW_BLOCKS)  # initrd.gz, vmlinuz: whether they cross into another 2 KiB
+                                      # block depends on the Debian parts' sizes
+HOW: dict[str, tuple[str | None, ...]] = {
+    "rootpatch file": OUR_FILES,
+    "rootpatch file's date only": OUR_FILES,
+    "new file under root/usr": (MASTERED,),
+    "root/ file edited behind mtime and size": OUR_FILES,
+    "hand edit in root/ of a rootpatch file": (None,),
+    "mode only": OUR_FILES,
+    "owner in root.mtree": OUR_FILES,
+    "irtree file": PARTS_SIZED,
+    "linuxrc template": PARTS_SIZED,
+    "grub template": OUR_FILES,
+    "profile menu": OUR_FILES,
+    "profile initrd modules": (NEW_BLOCKS,),
+    "boot part": PARTS_SIZED,
+    "boot image": (MASTERED,),  # its boot info table holds its checksum and where it lies
+}
+
+
+def how_the_cd_was_made(log: str) -> str | None:
+    """How the first build of `log` made its ISO: updated in place, mastered (and why), or not at all."""
+    log = log.partition("‣ Second build")[0]  # --check-reproducible's build from scratch
+    if "updating the image in place, its layout unchanged: " in log:
+        return IN_PLACE
+    if re.search(r"not in place \(\S+ takes \d+ blocks of 2 KiB, not \d+\)", log):
+        return NEW_BLOCKS
+    return MASTERED if "pycdlib: writing the records" in log else None
 
 
 def _check(condition: bool) -> None:
@@ -302,7 +370,45 @@ def test_one_input_changed(built: Path, case: str) -> None:
     for stage, why in expected.items():  # `why` is a pattern; "(and N more)" may follow
         assert re.fullmatch(why + r"( \(and \d+ more\))?", ran[stage]), (stage, ran[stage])
     assert "reproducible;" in done.stdout
+    assert how_the_cd_was_made(done.stderr) in HOW[case], case
     shows(built / "xendemo-1.0.iso")
+
+
+def test_a_record_not_as_the_last_build_left_it_is_not_updated_in_place(built: Path) -> None:
+    """isoupdate.py writes nothing unless each record holds what the recorded lines say: here the
+    lines claim another date for XenDemoCD/version than the image has."""
+    from xendemo_build.cache import BuildCache
+    iso, record = built / "xendemo-1.0.iso", built / "work/cache/xendemo-1.0.iso.lines"
+    lines = record.read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if "\tXenDemoCD/version file " in line)
+    lines[i] = lines[i].replace(f" {EPOCH} ", f" {int(EPOCH) - 60} ")
+    BuildCache(built / "work/cache", base=built).done("xendemo-1.0.iso", lines, [iso])
+    _write(built / "rootpatch/etc/motd", "a new motd\n")
+    done = make(built, "--check-reproducible")
+    assert "not in place (/XenDemoCD/version: its record is not what the last build wrote)" in done.stderr
+    assert how_the_cd_was_made(done.stderr) == MASTERED
+    assert "reproducible;" in done.stdout
+
+
+def test_an_update_in_place_cut_short_leaves_no_image(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the image is half old, half new: it is removed, and the next make masters it."""
+    from xendemo_build import isoupdate
+    from xendemo_build import make as make_module
+
+    class Interrupted(isoupdate.KernelCopy):
+        def copy(self, *args: int) -> Iterator[int]:
+            yield from super().copy(*args)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(isoupdate, "KernelCopy", Interrupted)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    _write(built / "rootpatch/etc/motd", "a new motd\n")
+    with pytest.raises(KeyboardInterrupt):
+        make_module.build(built, "1.0")
+    assert not (built / "xendemo-1.0.iso").exists()
+    done = make(built, "--check-reproducible")
+    assert stages(done.stderr)["xendemo-1.0.iso"] == "xendemo-1.0.iso is missing"
+    assert tar_text(built / "xendemo-1.0.iso", "etc/motd") == "a new motd\n"
 
 
 def test_new_epoch_reruns_every_stage(built: Path) -> None:

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from .atomic import atomic_output
 from .log import skipped, step
@@ -54,6 +55,15 @@ SETTING = "setting:"
 EPOCH_LABEL = SETTING + "epoch"
 
 Stamp = tuple[int, int, int, int, int]
+Update = Callable[[list[str], list[str]], bool]
+
+
+class FileLine(NamedTuple):
+    """A regular file's input line, read back: what it is, and what may change in place."""
+    identity: str  # path on the archive, kind, mode, owner, device numbers (not the label)
+    mtime: int
+    size: int
+    digest: str
 
 
 def stamp_of(st: os.stat_result) -> Stamp:
@@ -212,12 +222,16 @@ class BuildCache:
         return None
 
     def run(self, stage: str, inputs: Callable[[], list[str]], action: Callable[[], object],
-            outputs: Callable[[], Sequence[Path]], *, doing: str = "", inputs_change: bool = False) -> bool:
+            outputs: Callable[[], Sequence[Path]], *, doing: str = "", inputs_change: bool = False,
+            update: Update | None = None) -> bool:
         """Run `action` (logged as a step) unless `inputs()` are the lines it last ran with and
         its outputs are as it left them; record it.  True if it ran.
 
         When it must run anyway, its inputs are read while it runs (hashing overlaps the work),
-        or, for a stage that changes its own inputs (`inputs_change`: rootpatch, rpms), after."""
+        or, for a stage that changes its own inputs (`inputs_change`: rootpatch, rpms), after.
+        When only its inputs changed (the outputs are as it left them), `update(old lines, new
+        lines)` may bring the outputs up to date in place instead: it returns False, having
+        written nothing, when it cannot."""
         reason = self.must_run(stage)
         lines: list[str] | None = None
         if reason is None:
@@ -239,7 +253,9 @@ class BuildCache:
                 lines = reading.result()
         else:
             with step(title):
-                action()
+                old = self._recorded_lines(stage) if update is not None else None
+                if old is None or not update(old, lines):  # type: ignore[misc]
+                    action()
         self.done(stage, lines, outputs())
         return True
 
@@ -259,6 +275,16 @@ class BuildCache:
         except (OSError, ValueError):
             return None
         return record if isinstance(record, dict) else None
+
+    def _recorded_lines(self, stage: str) -> list[str] | None:
+        """The lines `stage` last ran with, if they are the ones its record's key was made of."""
+        record = self._read_record(stage)
+        try:
+            text = (self.directory / f"{stage}.lines").read_bytes().decode("utf-8", "surrogateescape")
+        except OSError:
+            return None
+        lines = text.split("\n")[:-1]
+        return lines if record is not None and record.get("key") == _key(lines) else None
 
     def _changed_input(self, stage: str, lines: list[str]) -> str:
         try:
@@ -280,6 +306,15 @@ class BuildCache:
         else:
             what = f"{label} {'removed' if label not in new else 'changed' if label in old else 'added'}"
         return what + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+
+
+def file_line(line: str) -> FileLine | None:
+    """A regular file's line of `BuildCache.node_lines`, read back; None for any other line."""
+    head, mtime, size, target, rdev, digest = [*line.rsplit(" ", 5), "", "", "", "", ""][:6]
+    member = head.partition("\t")[2]  # "path kind mode uid:gid"; the path may hold spaces
+    if member.rsplit(" ", 3)[1:2] != [FILE] or target not in ("''", "None") or not (mtime + size).isdigit():
+        return None
+    return FileLine(f"{member} {rdev}", int(mtime), int(size), digest)
 
 
 def setting(name: str, value: object) -> str:

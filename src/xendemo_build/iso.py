@@ -119,7 +119,7 @@ def _kernel_copy() -> Iterator[None]:
         pycdlib.utils.copy_data_yield = _PYCDLIB_COPY
 
 
-class _Names:
+class IsoNames:
     """Unique ISO 9660 level-1 style names (8.3, d-characters) per directory.
 
     Rock Ridge carries the real names; these only have to be valid and unique.
@@ -178,7 +178,7 @@ def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], data: i
                  boot_catalog: str, epoch: int) -> None:
     """Every node, each dated by its mtime (clamped to the epoch), then the El Torito boot entry;
     the clock is left at the epoch, for what write_fp dates."""
-    names = _Names()
+    names = IsoNames()
     paths: dict[str, str] = {}
     with Progress(data) as progress:
         for node in nodes:
@@ -191,7 +191,7 @@ def _add_members(iso: pycdlib.PyCdlib, clock: _Clock, nodes: list[Node], data: i
     _set_owners(iso, nodes)
 
 
-def _add_member(iso: pycdlib.PyCdlib, clock: _Clock, node: Node, names: _Names, paths: dict[str, str],
+def _add_member(iso: pycdlib.PyCdlib, clock: _Clock, node: Node, names: IsoNames, paths: dict[str, str],
                 epoch: int) -> None:
     clock.now = min(node.mtime, epoch)
     iso_path = names.add(node)

@@ -18,6 +18,7 @@ from .formats.mtree import apply_mtree, read_mtree
 from .formats.tar import write_tar_gz
 from .initrd import INIT_SCRIPT, initrd_nodes, render_linuxrc
 from .iso import master_iso
+from .isoupdate import update_iso
 from .log import step
 from .menu import INITRD, KERNEL, MENU_LST, STAGE2, XEN, render_menu
 from .rootpatch import copy_rootpatch
@@ -150,7 +151,10 @@ def make_iso(ctx: BuildContext) -> None:
         master_iso(nodes, ctx.output, label=ctx.profile.volume_label, boot_file=STAGE2.lstrip("/"),
                    boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
 
-    ctx.wrote_iso = ctx.cache.run(ctx.output.name, inputs, master, lambda: [ctx.output])
+    def update(old: list[str], new: list[str]) -> bool:
+        return update_iso(ctx.output, nodes, old, new, boot_file=STAGE2.lstrip("/"), epoch=ctx.epoch)
+
+    ctx.wrote_iso = ctx.cache.run(ctx.output.name, inputs, master, lambda: [ctx.output], update=update)
 
 
 def _file(path: str, source: Path, epoch: int, mode: int = 0o644) -> Node:
