@@ -390,6 +390,19 @@ def test_a_record_not_as_the_last_build_left_it_is_not_updated_in_place(built: P
     assert "reproducible;" in done.stdout
 
 
+def test_an_image_with_other_hard_links_is_not_updated_in_place(built: Path) -> None:
+    """A hard link kept as a copy of the last CD keeps it: linking changed the image's ctime, so the
+    build does not take it for its own and writes a new file."""
+    iso, kept = built / "xendemo-1.0.iso", built / "kept.iso"
+    os.link(iso, kept)
+    good = kept.read_bytes()
+    _write(built / "rootpatch/etc/motd", "a new motd\n")
+    done = make(built)
+    assert stages(done.stderr)["xendemo-1.0.iso"] == "xendemo-1.0.iso changed since it was written"
+    assert kept.read_bytes() == good and not iso.samefile(kept)
+    assert tar_text(iso, "etc/motd") == "a new motd\n"
+
+
 def test_an_update_in_place_cut_short_leaves_no_image(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the image is half old, half new: it is removed, and the next make masters it."""
     from xendemo_build import isoupdate
