@@ -176,6 +176,35 @@ def test_what_the_build_wrote_and_someone_changed_is_read_again(built: Path,
     assert tar_text(built / "xendemo-1.0.iso", "etc/motd") == (built / "rootpatch/etc/motd").read_text()
 
 
+def test_a_file_changed_and_put_back_while_the_cd_is_mastered_is_read_again(
+        built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ISO stage hashed share/xendemo/README, then the file changed before the CD was written
+    and was put back after: the CD has the interim bytes, so the recorded digest, the same as the
+    file's again, must not say the CD is up to date."""
+    from xendemo_build import make as make_module
+    from xendemo_build import steps
+
+    readme = built / "root/usr/share/xendemo/README"
+    original = readme.read_bytes()
+    interim = original.upper()
+    master = steps.master_iso
+
+    def master_iso(*args: object, **kwargs: object) -> None:
+        readme.write_bytes(interim)
+        master(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steps, "master_iso", master_iso)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    _write(built / "root/usr/share/xendemo/added.txt", "added\n")  # the ISO stage hashes, then masters
+    make_module.build(built, "1.0")
+    iso = built / "xendemo-1.0.iso"
+    assert cd_file(iso, "share/xendemo/README") == interim
+    readme.write_bytes(original)
+    done = make(built, "--check-reproducible")
+    assert stages(done.stderr)["xendemo-1.0.iso"] == "root/usr/share/xendemo/README changed"
+    assert cd_file(iso, "share/xendemo/README") == original
+
+
 def test_how_fresh_a_stamp_may_be_to_be_trusted() -> None:
     """A write could hide behind the same stamp only within one tick of the clock that stamps
     files, or within the second where the file system keeps whole seconds."""

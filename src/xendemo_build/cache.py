@@ -13,8 +13,9 @@ a file's (device, inode, size, mtime, ctime) to its sha256, git's index trick.
 ctime cannot be set from user space, so an edit that puts the old mtime back
 still counts as a change.  A file changed less than RACY_SECONDS before it was
 hashed is not remembered (it could change again within the same clock tick),
-and is hashed again next time; one that changes while it is hashed gets no
-digest at all, so the stage runs again next time.
+and is hashed again next time; one that changes while it is hashed, or after
+but before its stage is recorded (the stage may have read the new content), is
+recorded with no digest at all, so the stage runs again next time.
 
 Before any stage, `fingerprint` walks the inputs' stamps alone: when no input
 was written since the last finished build (work/cache/fingerprint), there is
@@ -100,6 +101,8 @@ class BuildCache:
         # Kept by --rebuild too: they only say whether a file changed, never what a stage writes.
         self._loaded: dict[str, tuple[Stamp, str]] | None = None
         self._changed = False
+        self._read: dict[Path, tuple[Stamp, str]] = {}  # this build's digests, with the stamps read at
+        self._labels: dict[str, Path] = {}  # the file each input line of a file names
 
     # -- file digests ---------------------------------------------------------------------------
 
@@ -132,6 +135,7 @@ class BuildCache:
             known = self._digests.get(str(path))
             if known is not None and known[0] == stamp:
                 found[path] = known[1]
+                self._read[path] = known
             else:
                 todo.append((path, stamp))
         if todo:
@@ -142,6 +146,7 @@ class BuildCache:
             settled = started - RACY_SECONDS * 10**9
             for (path, stamp), digest in zip(todo, hashed, strict=True):
                 found[path] = digest
+                self._read[path] = (stamp, digest)
                 if digest != CHANGED and stamp[4] < settled and stamp[3] < settled:
                     self._digests[str(path)] = (stamp, digest)
                     self._changed = True
@@ -154,6 +159,8 @@ class BuildCache:
         for n in nodes:
             data = files.get(n.source, "") if n.kind == FILE and n.source is not None else ""
             shown = self._shown(n.source) if n.source is not None else f"{label}{n.path}"
+            if n.source is not None:
+                self._labels[shown] = n.source
             lines.append(f"{shown}\t{n.path} {n.kind} {n.mode:o} {n.uid}:{n.gid} {n.mtime} {n.size} "
                          f"{n.target!r} {n.rdev[0]},{n.rdev[1]} {data}")
         return lines
@@ -161,6 +168,7 @@ class BuildCache:
     def file_lines(self, files: Iterable[Path]) -> list[str]:
         paths = list(files)
         digests = self.digests((p, None) for p in paths)
+        self._labels.update((self._shown(p), p) for p in paths)
         return [f"{self._shown(p)}\t{digests[p]}" for p in paths]
 
     def _shown(self, path: Path) -> str:
@@ -261,6 +269,7 @@ class BuildCache:
 
     def done(self, stage: str, lines: list[str], outputs: Sequence[Path]) -> None:
         """Record that `stage` wrote `outputs` from the inputs `lines` (after the outputs are complete)."""
+        lines = self._as_read(lines)
         self.directory.mkdir(parents=True, exist_ok=True)
         with atomic_output(self.directory / f"{stage}.lines") as f:
             f.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
@@ -268,6 +277,24 @@ class BuildCache:
         record = {"key": _key(lines), "outputs": stamps}
         with atomic_output(self.directory / f"{stage}.key") as f:
             f.write(json.dumps(record, indent=1).encode())
+
+    def _as_read(self, lines: list[str]) -> list[str]:
+        """`lines`, but a file written since it was hashed has CHANGED for its digest: the stage may
+        have read the new content, which the digest does not describe (and which could be put
+        back as it was), so the next build runs the stage again."""
+        checked = []
+        for line in lines:
+            path = self._labels.get(line.partition("\t")[0])
+            if path is not None and path in self._read:
+                stamp, digest = self._read[path]
+                try:
+                    moved = stamp_of(os.stat(path)) != stamp
+                except OSError:
+                    moved = True
+                if moved and line.endswith(digest):
+                    line = line[:len(line) - len(digest)] + CHANGED
+            checked.append(line)
+        return checked
 
     def _read_record(self, stage: str) -> dict | None:
         try:
