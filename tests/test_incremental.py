@@ -453,6 +453,27 @@ def test_an_update_in_place_cut_short_leaves_no_image(built: Path, monkeypatch: 
     assert tar_text(built / "xendemo-1.0.iso", "etc/motd") == "a new motd\n"
 
 
+def test_a_file_that_shrinks_while_the_image_is_updated_is_an_error(built: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from xendemo_build import make as make_module
+    from xendemo_build import steps
+    from xendemo_build.errors import BuildError
+
+    motd = built / "rootpatch/etc/motd"
+    update = steps.update_iso
+
+    def update_iso(*args: object, **kwargs: object) -> bool:
+        motd.write_text("")  # after it was hashed, before it is copied onto the CD
+        return update(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(steps, "update_iso", update_iso)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    _write(motd, "a new motd\n")
+    with pytest.raises(BuildError, match=f"^{motd}: shrank while it was written to the CD$"):
+        make_module.build(built, "1.0")
+    assert not (built / "xendemo-1.0.iso").exists()
+
+
 def test_new_epoch_reruns_every_stage(built: Path) -> None:
     ran = stages(make(built, epoch="1080000000").stderr)
     assert all(ran[s].startswith(f"epoch {EPOCH} -> 1080000000") for s in STAGES), ran

@@ -261,8 +261,7 @@ class BuildCache:
                 lines = reading.result()
         else:
             with step(title):
-                old = self._recorded_lines(stage) if update is not None else None
-                if old is None or not update(old, lines):  # type: ignore[misc]
+                if update is None or (old := self._recorded_lines(stage)) is None or not update(old, lines):
                     action()
         self.done(stage, lines, outputs())
         return True

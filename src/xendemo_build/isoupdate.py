@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import FileLine, file_line
+from .errors import BuildError
 from .fastcopy import KernelCopy
 from .iso import IsoNames
 from .log import step
@@ -168,6 +169,8 @@ def _write(fd: int, patches: list[_Patch]) -> None:
             try:
                 for _ in copier.copy(src, fd, new.size, 0, patch.data_at):
                     pass
+            except EOFError:
+                raise BuildError(f"{source}: shrank while it was written to the CD") from None
             finally:
                 os.close(src)
             os.pwrite(fd, bytes(blocks(new.size) * SECTOR - new.size), patch.data_at + new.size)
