@@ -15,7 +15,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
 
     A killed process leaves `.NAME.tmp` beside it, which the next run simply overwrites.
     """
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     try:
         with tmp.open("wb") as f:
             yield f
@@ -24,3 +24,7 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")

@@ -9,7 +9,9 @@ byte of the image stays what it was, and the new image is the old one with, for 
   - in its directory record, the data length and the recording date;
   - in its Rock Ridge TF entry, each date.
 
-A changed rootpatch file then costs root.tar.gz's few MiB instead of the whole image.
+A changed rootpatch file then costs root.tar.gz's few MiB instead of the whole image.  The
+image is renamed away while it is written, so a build killed then leaves no CD, never a wrong
+one, as with every output.
 
 Nothing is written unless every record to change first holds exactly what the last build's
 lines say it does (its length, its dates, a short-form TF in the record itself): should a
@@ -29,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import temporary_name
 from .cache import FileLine, file_line
 from .errors import BuildError
 from .fastcopy import KernelCopy
@@ -86,12 +89,16 @@ def update_iso(out: Path, nodes: list[Node], old_lines: list[str], new_lines: li
             return _cannot(patches)
         shown = " ".join(f"/{p.change.node.path}" for p in patches[:3]) + (" ..." if len(patches) > 3 else "")
         with step(f"updating the image in place, its layout unchanged: {shown}"):
+            # While it is half old, half new, the image lies under atomic_output's temporary name:
+            # a build killed then leaves no CD rather than a wrong one (and the next overwrites it).
+            tmp = temporary_name(out)
+            os.replace(out, tmp)
             try:
                 _write(fd, patches)
                 os.fsync(fd)
-            except BaseException:
-                out.unlink(missing_ok=True)  # half old, half new: no image rather than a wrong one
-                raise
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
     finally:
         os.close(fd)
     return True
