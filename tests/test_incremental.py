@@ -403,6 +403,20 @@ def test_one_input_changed(built: Path, case: str) -> None:
     shows(built / "xendemo-1.0.iso")
 
 
+def test_a_file_in_a_relocated_directory_is_mastered_anew(built: Path) -> None:
+    """Rock Ridge moves directories deeper than 8 levels to /RR_MOVED; isoupdate.py does not
+    follow the move, finds no record on the way and masters the image instead."""
+    deep = built / "root/usr/share/a/b/c/d/e/f/g/h/i"
+    deep.mkdir(parents=True)
+    (deep / "file").write_text("one\n")
+    make(built)
+    (deep / "file").write_text("two\n")
+    done = make(built, "--check-reproducible")
+    assert "not in place (/share/a/b/c/d/e/f/g/h/i/file: no record of it in the image)" in done.stderr
+    assert "reproducible;" in done.stdout
+    assert cd_file(built / "xendemo-1.0.iso", "share/a/b/c/d/e/f/g/h/i/file") == b"two\n"
+
+
 def test_a_record_not_as_the_last_build_left_it_is_not_updated_in_place(built: Path) -> None:
     """isoupdate.py writes nothing unless each record holds what the recorded lines say: here the
     lines claim another date for XenDemoCD/version than the image has."""
