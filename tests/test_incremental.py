@@ -421,6 +421,7 @@ def test_a_record_not_as_the_last_build_left_it_is_not_updated_in_place(built: P
     """isoupdate.py writes nothing unless each record holds what the recorded lines say: here the
     lines claim another date for XenDemoCD/version than the image has."""
     from xendemo_build.cache import BuildCache
+
     iso, record = built / "xendemo-1.0.iso", built / "work/cache/xendemo-1.0.iso.lines"
     lines = record.read_text().splitlines()
     i = next(i for i, line in enumerate(lines) if "\tXenDemoCD/version file " in line)
@@ -433,7 +434,7 @@ def test_a_record_not_as_the_last_build_left_it_is_not_updated_in_place(built: P
     assert "reproducible;" in done.stdout
 
 
-def test_an_image_with_other_hard_links_is_not_updated_in_place(built: Path) -> None:
+def test_a_hard_linked_copy_of_the_cd_keeps_it(built: Path) -> None:
     """A hard link kept as a copy of the last CD keeps it: linking changed the image's ctime, so the
     build does not take it for its own and writes a new file."""
     iso, kept = built / "xendemo-1.0.iso", built / "kept.iso"
@@ -469,6 +470,7 @@ def test_an_update_in_place_cut_short_leaves_no_image(built: Path, monkeypatch: 
 
 def test_a_file_that_shrinks_while_the_image_is_updated_is_an_error(built: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line naming the file, and no image rather than one half written."""
     from xendemo_build import make as make_module
     from xendemo_build import steps
     from xendemo_build.errors import BuildError
