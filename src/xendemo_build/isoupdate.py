@@ -17,8 +17,8 @@ Nothing is written unless every record to change first holds exactly what the la
 lines say it does (its length, its dates, a short-form TF in the record itself): should a
 pycdlib release lay records out otherwise, the image is mastered from scratch.  Not updated in
 place: the boot image (its boot info table holds its own checksum) and files with hard links
-(each link has a record of its own).  The test that each kind of change gives the CD a build
-from scratch gives is in tests/test_incremental.py.
+(each link has a record of its own).  tests/test_incremental.py checks, for each kind of
+change, that the image updated in place is byte for byte the one a build from scratch gives.
 """
 
 from __future__ import annotations
