@@ -303,7 +303,8 @@ class BuildCache:
         return record if isinstance(record, dict) else None
 
     def _recorded_lines(self, stage: str) -> list[str] | None:
-        """The lines `stage` last ran with, if they are the ones its record's key was made of."""
+        """The lines `stage` last ran with, if they are the ones its record's key was made of.
+        Read again where needed rather than kept: a stage may hold a tree's worth of them."""
         record = self._read_record(stage)
         try:
             text = (self.directory / f"{stage}.lines").read_bytes().decode("utf-8", "surrogateescape")
@@ -313,11 +314,10 @@ class BuildCache:
         return lines if record is not None and record.get("key") == _key(lines) else None
 
     def _changed_input(self, stage: str, lines: list[str]) -> str:
-        try:
-            text = (self.directory / f"{stage}.lines").read_bytes().decode("utf-8", "surrogateescape")
-        except OSError:
+        recorded = self._recorded_lines(stage)
+        if recorded is None:
             return "its inputs changed"
-        old = _by_label(text.splitlines())
+        old = _by_label(recorded)
         new = _by_label(lines)
         changed = [label for label in new if old.get(label) != new[label]]
         changed += [label for label in old if label not in new]
