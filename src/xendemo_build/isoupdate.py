@@ -60,6 +60,10 @@ ROOT_RECORD = 16 * SECTOR + 156  # the root directory's record inside the primar
 TF_LONG_FORM = 0x80
 
 
+class _NotInPlace(Exception):
+    """Why the image cannot be updated in place (it is mastered anew)."""
+
+
 @dataclass(frozen=True)
 class _Change:
     node: Node
@@ -79,14 +83,12 @@ def update_iso(out: Path, nodes: list[Node], old_lines: list[str], new_lines: li
     """Make `out`, the image mastered from `old_lines`, the image `new_lines` master (the last
     len(nodes) of them are the nodes'); False, with `out` untouched, when that takes more than
     rewriting some files' data and dates."""
-    changes = _changes(nodes, old_lines, new_lines, boot_file)
-    if isinstance(changes, str):
-        return _cannot(changes)
-    fd = os.open(out, os.O_RDWR)
-    try:
-        patches = _plan(fd, nodes, changes, epoch)
-        if isinstance(patches, str):
-            return _cannot(patches)
+    with open(out, "r+b", buffering=0) as image:
+        try:
+            patches = _plan(image.fileno(), nodes, _changes(nodes, old_lines, new_lines, boot_file), epoch)
+        except _NotInPlace as e:
+            log.info("    not in place (%s): mastering the whole image", e)
+            return False
         shown = " ".join(f"/{p.change.node.path}" for p in patches[:3]) + (" ..." if len(patches) > 3 else "")
         with step(f"updating the image in place, its layout unchanged: {shown}"):
             # While it is half old, half new, the image lies under atomic_output's temporary name:
@@ -94,19 +96,12 @@ def update_iso(out: Path, nodes: list[Node], old_lines: list[str], new_lines: li
             tmp = temporary_name(out)
             os.replace(out, tmp)
             try:
-                _write(fd, patches)
-                os.fsync(fd)
+                _write(image.fileno(), patches)
+                os.fsync(image.fileno())
                 os.replace(tmp, out)
             finally:
                 tmp.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
     return True
-
-
-def _cannot(why: str) -> bool:
-    log.info("    not in place (%s): mastering the whole image", why)
-    return False
 
 
 def blocks(size: int) -> int:
@@ -114,10 +109,10 @@ def blocks(size: int) -> int:
 
 
 def _changes(nodes: list[Node], old_lines: list[str], new_lines: list[str],
-             boot_file: str) -> list[_Change] | str:
+             boot_file: str) -> list[_Change]:
     """The regular files whose data or date changed; or why more than that changed."""
     if len(old_lines) != len(new_lines):
-        return "members added or removed"
+        raise _NotInPlace("members added or removed")
     first = len(new_lines) - len(nodes)  # the settings come first
     linked = {n.target for n in nodes if n.kind == HARDLINK}
     changes = []
@@ -127,21 +122,21 @@ def _changes(nodes: list[Node], old_lines: list[str], new_lines: list[str],
         old, new = file_line(old_line), file_line(new_line)
         what = new_line.partition("\t")[0]
         if i < first:
-            return "the settings changed"
+            raise _NotInPlace("the settings changed")
         if old is None or new is None or old.identity != new.identity:
-            return f"{what} changed more than a file's data and date"
+            raise _NotInPlace(f"{what} changed more than a file's data and date")
         node = nodes[i - first]
         if node.path == boot_file:
-            return f"{what} is the boot image"
+            raise _NotInPlace(f"{what} is the boot image")
         if node.path in linked:
-            return f"{what} has hard links"
+            raise _NotInPlace(f"{what} has hard links")
         if blocks(old.size) != blocks(new.size):
-            return f"{what} takes {blocks(new.size)} blocks of 2 KiB, not {blocks(old.size)}"
+            raise _NotInPlace(f"{what} takes {blocks(new.size)} blocks of 2 KiB, not {blocks(old.size)}")
         changes.append(_Change(node, old, new))
     return changes
 
 
-def _plan(fd: int, nodes: list[Node], changes: list[_Change], epoch: int) -> list[_Patch] | str:
+def _plan(fd: int, nodes: list[Node], changes: list[_Change], epoch: int) -> list[_Patch]:
     """Where each change goes, each record checked first to hold what the old lines say."""
     paths = _iso_paths(nodes, {c.node.path for c in changes})
     directories = _Directories(fd)
@@ -151,16 +146,16 @@ def _plan(fd: int, nodes: list[Node], changes: list[_Change], epoch: int) -> lis
         where = f"/{change.node.path}"
         found = directories.find(paths[change.node.path])
         if found is None:
-            return f"{where}: no record of it in the image"
+            raise _NotInPlace(f"{where}: no record of it in the image")
         offset, record = found
         old_date, new_date = _date(min(change.old.mtime, epoch)), _date(min(change.new.mtime, epoch))
         tf = _tf_dates(record)
         if (record[25] & 0x02 or record[10:18] != _both32(change.old.size) or record[18:25] != old_date
                 or tf is None or any(record[at:at + 7] != old_date for at in tf) or new_date is None):
-            return f"{where}: its record is not what the last build wrote"
+            raise _NotInPlace(f"{where}: its record is not what the last build wrote")
         extent = struct.unpack_from("<I", record, 2)[0]
         if (extent + blocks(change.new.size)) * SECTOR > image_size:
-            return f"{where}: its extent lies past the end of the image"
+            raise _NotInPlace(f"{where}: its extent lies past the end of the image")
         fields = [(offset + 10, _both32(change.new.size) + new_date), *((offset + at, new_date) for at in tf)]
         patches.append(_Patch(change, extent * SECTOR, fields))
     return patches
