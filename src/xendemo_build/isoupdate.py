@@ -110,7 +110,7 @@ def blocks(size: int) -> int:
 
 def _changes(nodes: list[Node], old_lines: list[str], new_lines: list[str],
              boot_file: str) -> list[_Change]:
-    """The regular files whose data or date changed; or why more than that changed."""
+    """The regular files whose data or date changed; _NotInPlace when more than that changed."""
     if len(old_lines) != len(new_lines):
         raise _NotInPlace("members added or removed")
     first = len(new_lines) - len(nodes)  # the settings come first
