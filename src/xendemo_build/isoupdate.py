@@ -104,7 +104,7 @@ def update_iso(out: Path, nodes: list[Node], old_lines: list[str], new_lines: li
     return True
 
 
-def blocks(size: int) -> int:
+def _blocks(size: int) -> int:
     return -(-size // SECTOR)
 
 
@@ -130,8 +130,8 @@ def _changes(nodes: list[Node], old_lines: list[str], new_lines: list[str],
             raise _NotInPlace(f"{what} is the boot image")
         if node.path in linked:
             raise _NotInPlace(f"{what} has hard links")
-        if blocks(old.size) != blocks(new.size):
-            raise _NotInPlace(f"{what} takes {blocks(new.size)} blocks of 2 KiB, not {blocks(old.size)}")
+        if _blocks(old.size) != _blocks(new.size):
+            raise _NotInPlace(f"{what} takes {_blocks(new.size)} blocks of 2 KiB, not {_blocks(old.size)}")
         changes.append(_Change(node, old, new))
     return changes
 
@@ -154,7 +154,7 @@ def _plan(fd: int, nodes: list[Node], changes: list[_Change], epoch: int) -> lis
                 or tf is None or any(record[at:at + 7] != old_date for at in tf) or new_date is None):
             raise _NotInPlace(f"{where}: its record is not what the last build wrote")
         extent = struct.unpack_from("<I", record, 2)[0]
-        if (extent + blocks(change.new.size)) * SECTOR > image_size:
+        if (extent + _blocks(change.new.size)) * SECTOR > image_size:
             raise _NotInPlace(f"{where}: its extent lies past the end of the image")
         fields = [(offset + 10, _both32(change.new.size) + new_date), *((offset + at, new_date) for at in tf)]
         patches.append(_Patch(change, extent * SECTOR, fields))
@@ -175,7 +175,7 @@ def _write(fd: int, patches: list[_Patch]) -> None:
                 raise BuildError(f"{source}: shrank while it was written to the CD") from None
             finally:
                 os.close(src)
-            os.pwrite(fd, bytes(blocks(new.size) * SECTOR - new.size), patch.data_at + new.size)
+            os.pwrite(fd, bytes(_blocks(new.size) * SECTOR - new.size), patch.data_at + new.size)
         for offset, data in patch.fields:
             os.pwrite(fd, data, offset)
 

@@ -147,12 +147,14 @@ def make_iso(ctx: BuildContext) -> None:
         return [*common_lines(ctx), setting("label", ctx.profile.volume_label), setting("output", ctx.output),
                 setting("boot", f"{STAGE2} {BOOT_CATALOG}"), *ctx.cache.node_lines(nodes, label="CD:")]
 
+    boot_file = STAGE2.lstrip("/")
+
     def master() -> None:
-        master_iso(nodes, ctx.output, label=ctx.profile.volume_label, boot_file=STAGE2.lstrip("/"),
+        master_iso(nodes, ctx.output, label=ctx.profile.volume_label, boot_file=boot_file,
                    boot_catalog=BOOT_CATALOG, epoch=ctx.epoch)
 
     def update(old: list[str], new: list[str]) -> bool:
-        return update_iso(ctx.output, nodes, old, new, boot_file=STAGE2.lstrip("/"), epoch=ctx.epoch)
+        return update_iso(ctx.output, nodes, old, new, boot_file=boot_file, epoch=ctx.epoch)
 
     ctx.wrote_iso = ctx.cache.run(ctx.output.name, inputs, master, lambda: [ctx.output], update=update)
 
