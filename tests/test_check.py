@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import re
+import resource
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -244,6 +248,36 @@ def test_output_inside_root(build: Path) -> None:
     assert (code, out, err.splitlines()[-1]) == (1, "", f"Error: {message}")
     assert not output.exists()
     assert not (build / "work" / "stage").exists()
+
+
+def test_no_room_for_the_cd(build: Path, tmp_path: Path) -> None:
+    """The CD's file system fills up while it is written (here: a file size limit below the CD's
+    13 MiB and above every other file make writes): one line naming it; the old CD stays and no
+    temporary file is left."""
+    output = tmp_path / "cd.iso"
+    output.write_bytes(b"the old CD")
+
+    def ten_mib_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (10 << 20, 10 << 20))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG instead
+
+    done = subprocess.run([sys.executable, "-c", "from xendemo_build.cli import main; main()",
+                           "make", VERSION, "-C", str(build), "-o", str(output)],
+                          preexec_fn=ten_mib_files, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    assert done.stderr.splitlines()[-1] == (f"Error: {output}: no room to write it (File too large); "
+                                            f"make room on its file system and run again")
+    assert "Traceback" not in done.stderr
+    assert output.read_bytes() == b"the old CD"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cd.iso", "cd.log", "demo"]
+
+
+def test_an_error_no_step_foresaw_is_one_line(build: Path) -> None:
+    """An OSError that no step turns into its own message still ends in one line (the traceback
+    is for --debug): here the build log cannot be created beside an output in /proc."""
+    code, out, err = invoke(["make", VERSION, "-C", str(build), "-o", "/proc/cd.iso"])
+    assert (code, out, err.splitlines()[-1]) == (1, "", "Error: /proc/.cd.log.tmp: No such file or directory "
+                                                        "(--debug shows where)")
 
 
 # -- size budget and limits of root/ ---------------------------------------------------------

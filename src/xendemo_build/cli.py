@@ -23,6 +23,11 @@ class Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise click.ClickException(str(e)) from None
+        except OSError as e:  # what no step foresaw: still one line, the traceback with --debug
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e} (--debug shows where)") from None
         except KeyboardInterrupt:
             click.echo("xendemo: interrupted", err=True)
             sys.exit(130)
