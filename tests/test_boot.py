@@ -56,10 +56,10 @@ while :; do /bin/busybox sleep 3600; done
 def initrd(busybox: Path, tmp: Path) -> bytes:
     script = tmp / "linuxrc"
     script.write_text(LINUXRC)
-    nodes = [Node("bin", DIR, 0o755), Node("bin/busybox", FILE, 0o755, source=busybox),
+    nodes = [Node("bin", DIR, 0o755), Node("bin/busybox", FILE, 0o755, source=str(busybox)),
              Node("bin/sh", SYMLINK, 0o777, target="busybox"), Node("dev", DIR, 0o755),
-             Node("dev/console", CHAR, 0o600, rdev=(5, 1)), Node("init", FILE, 0o755, source=script),
-             Node("linuxrc", FILE, 0o755, source=script), Node("proc", DIR, 0o755)]
+             Node("dev/console", CHAR, 0o600, rdev=(5, 1)), Node("init", FILE, 0o755, source=str(script)),
+             Node("linuxrc", FILE, 0o755, source=str(script)), Node("proc", DIR, 0o755)]
     write_initramfs(nodes, tmp / "initrd.gz")
     return (tmp / "initrd.gz").read_bytes()
 

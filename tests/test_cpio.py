@@ -40,7 +40,7 @@ def small(tmp_path: Path) -> list[Node]:
     return [
         Node("dev", DIR, 0o755, mtime=T),
         Node("dev/console", CHAR, 0o600, mtime=T, rdev=(5, 1)),
-        Node("init", FILE, 0o755, uid=1000, gid=100, mtime=T, size=10, source=init),
+        Node("init", FILE, 0o755, uid=1000, gid=100, mtime=T, size=10, source=str(init)),
         Node("linuxrc", SYMLINK, 0o777, mtime=T, target="init"),
     ]
 
@@ -88,7 +88,7 @@ def linked(tmp_path: Path) -> list[Node]:
     data.write_bytes(b"BUSYBOX" * 3)
     return [
         Node("bin", DIR, 0o755),
-        Node("bin/busybox", FILE, 0o755, uid=0, gid=0, mtime=T, source=data),
+        Node("bin/busybox", FILE, 0o755, uid=0, gid=0, mtime=T, source=str(data)),
         Node("bin/other", FIFO, 0o644),
         Node("bin/sh", HARDLINK, 0o755, target="bin/busybox"),
         Node("bin/mount", HARDLINK, 0o755, target="bin/sh"),

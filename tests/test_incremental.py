@@ -231,7 +231,7 @@ def test_a_file_line_reads_back_what_may_change_in_place(tmp_path: Path) -> None
 
     source = tmp_path / "a b"
     source.write_text("data\n")
-    nodes = [Node("x y/a b", FILE, 0o640, uid=7, gid=8, mtime=99, size=5, source=source),
+    nodes = [Node("x y/a b", FILE, 0o640, uid=7, gid=8, mtime=99, size=5, source=str(source)),
              Node("x y/l", SYMLINK, 0o777, mtime=99, target="a b 1 2 3")]
     file, link = BuildCache(tmp_path / "cache", base=tmp_path).node_lines(nodes)
     digest = hashlib.sha256(b"data\n").hexdigest()

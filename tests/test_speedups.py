@@ -53,10 +53,10 @@ def _tree(tmp_path: Path) -> list[Node]:
     for i, size in enumerate((0, 1, 2047, 2048, 2049, 300_000, 5 << 20)):
         source = tmp_path / f"f{i}"
         source.write_bytes(rng.randbytes(size))
-        nodes.append(Node(f"data/f{i}", FILE, 0o644, mtime=1_000_000, size=size, source=source))
+        nodes.append(Node(f"data/f{i}", FILE, 0o644, mtime=1_000_000, size=size, source=str(source)))
     stage2 = tmp_path / "stage2"
     stage2.write_bytes(rng.randbytes(100_000))
-    nodes.insert(1, Node("boot/stage2", FILE, 0o644, mtime=1_000_000, size=100_000, source=stage2))
+    nodes.insert(1, Node("boot/stage2", FILE, 0o644, mtime=1_000_000, size=100_000, source=str(stage2)))
     return nodes
 
 

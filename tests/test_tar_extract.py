@@ -48,7 +48,7 @@ def written(tmp_path: Path) -> tuple[Path, list[Node]]:
     long_name = "usr/share/" + "x" * 150  # over 100 bytes: a GNU ././@LongLink header
 
     def file(path: str, mode: int, name: str, **kw: int) -> Node:
-        return Node(path, FILE, mode, size=len(files[name]), source=src / name, **kw)
+        return Node(path, FILE, mode, size=len(files[name]), source=str(src / name), **kw)
 
     nodes = [
         Node("bin", SYMLINK, 0o777, mtime=T, target="/usr/root/bin"),
@@ -56,7 +56,7 @@ def written(tmp_path: Path) -> tuple[Path, list[Node]]:
         Node("dev/console", CHAR, 0o600, mtime=T + 2, rdev=(5, 1)),
         Node("dev/hda", BLOCK, 0o660, gid=6, mtime=T + 2, rdev=(3, 0)),
         Node("dev/initctl", FIFO, 0o600, mtime=T + 3),
-        Node("empty", FILE, 0o600, mtime=T + 4, source=src / "empty"),
+        Node("empty", FILE, 0o600, mtime=T + 4, source=str(src / "empty")),
         Node("home", DIR, 0o755, mtime=T + 5),
         Node("home/user", DIR, 0o2750, uid=1234, gid=1234, mtime=T + 6),
         file("home/user/notes", 0o640, "notes", uid=1234, gid=1234, mtime=T + 7),
@@ -85,7 +85,7 @@ def test_round_trip(tmp_path: Path, written: tuple[Path, list[Node]]) -> None:
     got = extract_tar(archive, dest, shown=SHOWN, progress=lambda done, total: calls.append((done, total)))
 
     assert [replace(n, source=None) for n in got] == [replace(n, source=None) for n in nodes]
-    assert all(n.source == (dest / n.path if n.kind == FILE else None) for n in got)
+    assert all(n.source == (str(dest / n.path) if n.kind == FILE else None) for n in got)
     size = archive.stat().st_size
     assert calls[-1] == (size, size)
     assert [c[0] for c in calls] == sorted(c[0] for c in calls)

@@ -74,7 +74,7 @@ def stamp_of(st: os.stat_result) -> Stamp:
 CHANGED = "changed-while-building"  # never a digest: the stage runs again next time
 
 
-def _sha256(path: Path, stamp: Stamp) -> str:
+def _sha256(path: str, stamp: Stamp) -> str:
     """The file's sha256, or CHANGED when it is not the file `stamp` describes (any more)."""
     with open(path, "rb") as f:
         if stamp_of(os.fstat(f.fileno())) != stamp:
@@ -83,7 +83,7 @@ def _sha256(path: Path, stamp: Stamp) -> str:
         return digest if stamp_of(os.fstat(f.fileno())) == stamp else CHANGED
 
 
-def _sha256_all(files: list[tuple[Path, Stamp]]) -> list[str]:
+def _sha256_all(files: list[tuple[str, Stamp]]) -> list[str]:
     return [_sha256(path, stamp) for path, stamp in files]
 
 
@@ -101,8 +101,8 @@ class BuildCache:
         # Kept by --rebuild too: they only say whether a file changed, never what a stage writes.
         self._loaded: dict[str, tuple[Stamp, str]] | None = None
         self._changed = False
-        self._read: dict[Path, tuple[Stamp, str]] = {}  # this build's digests, with the stamps read at
-        self._labels: dict[str, Path] = {}  # the file each input line of a file names
+        self._read: dict[str, tuple[Stamp, str]] = {}  # this build's digests, with the stamps read at
+        self._labels: dict[str, str] = {}  # the file each input line of a file names
 
     # -- file digests ---------------------------------------------------------------------------
 
@@ -125,14 +125,14 @@ class BuildCache:
             pickle.dump((DIGESTS_FORMAT, self._digests), f, protocol=pickle.HIGHEST_PROTOCOL)
         self._changed = False
 
-    def digests(self, files: Iterable[tuple[Path, Stamp | None]]) -> dict[Path, str]:
+    def digests(self, files: Iterable[tuple[str, Stamp | None]]) -> dict[str, str]:
         """sha256 of each file, from the cache where its stamp is unchanged, else read (in threads)."""
-        found: dict[Path, str] = {}
-        todo: list[tuple[Path, Stamp]] = []
+        found: dict[str, str] = {}
+        todo: list[tuple[str, Stamp]] = []
         for path, stamp in files:
             if stamp is None:
                 stamp = stamp_of(os.stat(path))
-            known = self._digests.get(str(path))
+            known = self._digests.get(path)
             if known is not None and known[0] == stamp:
                 found[path] = known[1]
                 self._read[path] = known
@@ -148,7 +148,7 @@ class BuildCache:
                 found[path] = digest
                 self._read[path] = (stamp, digest)
                 if digest != CHANGED and stamp[4] < settled and stamp[3] < settled:
-                    self._digests[str(path)] = (stamp, digest)
+                    self._digests[path] = (stamp, digest)
                     self._changed = True
         return found
 
@@ -166,12 +166,12 @@ class BuildCache:
         return lines
 
     def file_lines(self, files: Iterable[Path]) -> list[str]:
-        paths = list(files)
+        paths = [str(p) for p in files]
         digests = self.digests((p, None) for p in paths)
         self._labels.update((self._shown(p), p) for p in paths)
         return [f"{self._shown(p)}\t{digests[p]}" for p in paths]
 
-    def _shown(self, path: Path) -> str:
+    def _shown(self, path: str | Path) -> str:
         text, base = str(path), f"{self.base}/"
         return text[len(base):] if self.base is not None and text.startswith(base) else text
 

@@ -54,10 +54,10 @@ def initrd_nodes(*, irtree: Path, irtree_mtree: Path, busybox: Path, moddir: Pat
     for directory in ("bin", "sbin", "dev", "proc", "sys", "cdrom", "newroot", "lib", "lib/modules"):
         add(Node(directory, DIR, 0o755, mtime=epoch))
     nodes["linuxrc"] = Node("linuxrc", FILE, 0o755, mtime=epoch, size=linuxrc.stat().st_size,
-                            source=linuxrc)
-    nodes["init"] = Node("init", FILE, 0o755, mtime=epoch, size=init.stat().st_size, source=init)
+                            source=str(linuxrc))
+    nodes["init"] = Node("init", FILE, 0o755, mtime=epoch, size=init.stat().st_size, source=str(init))
     add(Node("dev/console", CHAR, 0o600, rdev=(5, 1), mtime=epoch))
-    add(Node("bin/busybox", FILE, 0o755, mtime=epoch, size=busybox.stat().st_size, source=busybox))
+    add(Node("bin/busybox", FILE, 0o755, mtime=epoch, size=busybox.stat().st_size, source=str(busybox)))
     for applet in busybox_applets(busybox):
         if applet in nodes or applet == "linuxrc" or applet.split("/")[0] not in ("bin", "sbin"):
             continue
@@ -67,6 +67,7 @@ def initrd_nodes(*, irtree: Path, irtree_mtree: Path, busybox: Path, moddir: Pat
         path = f"lib/modules/{module_path(module, moddir)}"
         for parent in parents(path):
             add(Node(parent, DIR, 0o755, mtime=epoch))
-        add(Node(path, FILE, 0o644, mtime=epoch, size=module.path.stat().st_size, source=module.path))
+        add(Node(path, FILE, 0o644, mtime=epoch, size=module.path.stat().st_size,
+                 source=str(module.path)))
     return apply_mtree(sort_nodes(nodes.values()), read_mtree(irtree_mtree), str(irtree_mtree), mtime=epoch)
 

@@ -200,7 +200,7 @@ def _add_member(iso: pycdlib.PyCdlib, clock: _Clock, node: Node, names: IsoNames
         iso.add_directory(iso_path, rr_name=node.name, file_mode=stat.S_IFDIR | node.mode)
     elif node.kind == FILE:
         assert node.source is not None
-        iso.add_file(str(node.source), iso_path, rr_name=node.name, file_mode=stat.S_IFREG | node.mode)
+        iso.add_file(node.source, iso_path, rr_name=node.name, file_mode=stat.S_IFREG | node.mode)
     elif node.kind == SYMLINK:
         iso.add_symlink(iso_path, rr_symlink_name=node.name, rr_path=node.target)
     elif node.kind == HARDLINK:

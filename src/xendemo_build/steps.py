@@ -160,7 +160,7 @@ def make_iso(ctx: BuildContext) -> None:
 
 
 def _file(path: str, source: Path, epoch: int, mode: int = 0o644) -> Node:
-    return Node(path=path, kind=FILE, mode=mode, mtime=epoch, size=source.stat().st_size, source=source)
+    return Node(path=path, kind=FILE, mode=mode, mtime=epoch, size=source.stat().st_size, source=str(source))
 
 
 def boot_nodes(ctx: BuildContext) -> list[Node]:

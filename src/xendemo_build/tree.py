@@ -29,7 +29,8 @@ class Node:
     `path` is relative and POSIX-style, without a leading "./" ("etc/inittab").
     `mode` holds permission bits only (07777), the type is in `kind`.
     `target` is the symlink target, or for a HARDLINK the path of the earlier
-    member it links to.  `source` is where a FILE's data lives on disk.
+    member it links to.  `source` is where a FILE's data lives on disk, as a str: a
+    tree's worth of Path objects costs time to build and memory to hold.
     """
 
     path: str
@@ -41,7 +42,7 @@ class Node:
     size: int = 0
     target: str = ""
     rdev: tuple[int, int] = (0, 0)
-    source: Path | None = None
+    source: str | None = None
     # (dev, ino, size, mtime_ns, ctime_ns) of `source` when scanned: the build cache's stat key
     stamp: tuple[int, int, int, int, int] | None = field(default=None, compare=False, repr=False)
 
@@ -67,7 +68,7 @@ class Node:
             return b""
         if self.source is None:
             raise BuildError(f"{self.path}: a regular file with no data on disk")
-        return self.source.read_bytes()
+        return Path(self.source).read_bytes()
 
 
 def _kind_of(st: os.stat_result) -> str:
@@ -137,7 +138,7 @@ def scan_entry(disk: str, path: str, st: os.stat_result, *, epoch: int) -> Node:
     except BuildError as e:
         raise BuildError(f"{disk}: {e}") from None
     if kind == FILE:
-        return Node(path, FILE, mode, mtime=mtime, size=st.st_size, source=Path(disk),
+        return Node(path, FILE, mode, mtime=mtime, size=st.st_size, source=disk,
                     stamp=(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     if kind == SYMLINK:
         return Node(path, SYMLINK, mode, mtime=mtime, target=os.readlink(disk))

@@ -161,7 +161,7 @@ def _write_file(out: BinaryIO, name: bytes, owner: Node, fields: dict[str, int])
     if owner.source is None:
         raise BuildError(f"{owner.path}: a regular file with no data on disk")
     try:
-        with owner.source.open("rb") as data:
+        with open(owner.source, "rb") as data:
             size = os.fstat(data.fileno()).st_size
             out.write(_record_head(name, where=owner.path, filesize=size, **fields))
             left = size

@@ -44,7 +44,7 @@ def write_tar(nodes: Iterable[Node], out: BinaryIO, progress: Progress | None = 
             info = tarinfo(node)
             if node.kind == FILE:
                 assert node.source is not None
-                with node.source.open("rb") as data:
+                with open(node.source, "rb") as data:
                     tar.addfile(info, data)
             else:
                 tar.addfile(info)

@@ -360,7 +360,7 @@ class _Extractor:
             room = self.limits.max_total_bytes - inflater.expanded
             if m.size > room:
                 raise _Refused(f"{m.size} bytes of data, more than max_total_bytes allows")
-            node = node.replace(size=m.size, source=self.dest / path)
+            node = node.replace(size=m.size, source=os.path.join(self.dest, path))
         elif kind == SYMLINK:
             node = node.replace(target=self._link_target(m.linkname))
         elif kind == HARDLINK:
