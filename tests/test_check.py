@@ -280,6 +280,19 @@ def test_an_error_no_step_foresaw_is_one_line(build: Path) -> None:
                                                         "(--debug shows where)")
 
 
+def test_a_reader_gone_is_not_an_error_line(tmp_path: Path) -> None:
+    """`xendemo packages ... | head`: click's quiet exit on a broken pipe, not "Error: Broken pipe"."""
+    code = ("import xendemo_build.rpm as rpm; "
+            "rpm.list_packages = lambda target: ['pkg-1-1.noarch'] * 100_000; "
+            "from xendemo_build.cli import main; main()")
+    proc = subprocess.Popen([sys.executable, "-c", code, "packages", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the first line
+    err = proc.stderr.read()
+    assert (proc.wait(), err) == (1, "")
+
+
 # -- size budget and limits of root/ ---------------------------------------------------------
 
 def sparse(path: Path, size: int) -> None:

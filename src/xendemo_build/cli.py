@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 
@@ -24,8 +25,8 @@ class Group(click.Group):
                 raise
             raise click.ClickException(str(e)) from None
         except OSError as e:  # what no step foresaw: still one line, the traceback with --debug
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
+            if e.errno == errno.EPIPE or (ctx.obj and ctx.obj.get("debug")):
+                raise  # a reader gone (`xendemo packages | head`): click exits quietly
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e} (--debug shows where)") from None
         except KeyboardInterrupt:
