@@ -310,9 +310,9 @@ def bench_unpack(iso: Path, dest: Path, logs: Path, runs: int) -> tuple[Timing, 
 def profile_make(big: Path, out: Path, top: int) -> str:
     """One `xendemo make` under cProfile in a fresh interpreter; the top entries by cumulative time."""
     prof = out.with_suffix(".prof")
-    code = ("import cProfile, sys\nfrom xendemo_build.cli import main\n"
+    code = ("import cProfile, sys\nfrom xendemo_build.cli import run\n"  # run: as the `xendemo` command
             f"sys.argv = ['xendemo', 'make', '1.0', '-C', {str(big)!r}, '-o', {str(out)!r}, '--rebuild']\n"
-            "p = cProfile.Profile()\np.enable()\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "p = cProfile.Profile()\np.enable()\ntry:\n    run()\nexcept SystemExit:\n    pass\n"
             f"p.disable()\np.dump_stats({str(prof)!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
+import gc
 import sys
 from pathlib import Path
 
@@ -11,6 +13,13 @@ import click
 from . import __version__
 from .errors import BuildError
 from .log import setup_logging
+
+# The cyclic garbage collector walks every long-lived container object again at each full
+# collection; a make holds a tree's worth of them (pycdlib's records: about 30 per CD member),
+# and at 31,000 members the collections took 1.3 s of a 5.8 s make, 0.4 s of it at exit.  As
+# mypy does, the `xendemo` process collects rarely (a young generation of 50,000 objects, not
+# 700) and skips the full collection at exit (the OS frees the memory); peak RSS is the same.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 BUILD_DIR = click.option("-C", "--build-dir", type=click.Path(file_okay=False, path_type=Path),
                          default=Path("."), show_default=True, help="The build dir.")
@@ -32,6 +41,13 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("xendemo: interrupted", err=True)
             sys.exit(130)
+
+
+def run() -> None:
+    """The `xendemo` command: main() in a process tuned for trees of objects (GC_THRESHOLDS)."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    atexit.register(gc.freeze)  # run at exit, before the interpreter's last full collection
+    main()
 
 
 @click.group(cls=Group)
