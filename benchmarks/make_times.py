@@ -438,7 +438,7 @@ def main() -> None:
         print(f"\nincremental xendemo make, against the full xendemo make above (median of {args.runs}):")
         for name, t, target in (("nothing changed", noop, 0.05), ("one rootpatch file", one_file, 0.5)):
             ratio = med(t.wall) / med(ours.wall) if not (t.error or ours.error) else float("nan")
-            print(f"  {name:<20} {cell(t)}  {ratio:5.2f}x full (target <= {target}x)")
+            print(f"  {name:<20} {cell(t)}  {ratio:6.3f}x full (target <= {target}x)")
         print("\nC pipeline stages (median s):")
         for name, secs in median_steps(theirs.steps):
             print(f"  {secs:7.1f}  {name}")

@@ -40,13 +40,13 @@ NOTHING_CHANGED = "Nothing changed since the last build"
 STAGES = ("rootpatch", "root.tar.gz", "initrd.gz", "xendemo-1.0.iso")
 
 
-def make(build_dir: Path, *args: str, epoch: str | None = EPOCH,
-         ok: bool = True) -> subprocess.CompletedProcess:
+def make(build_dir: Path, *args: str, epoch: str | None = EPOCH, ok: bool = True,
+         cli: str = CLI) -> subprocess.CompletedProcess:
     """`xendemo make 1.0` with SOURCE_DATE_EPOCH=epoch, or with none (the newest input mtime)."""
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     if epoch is not None:
         env["SOURCE_DATE_EPOCH"] = epoch
-    done = subprocess.run([sys.executable, "-c", CLI, "make", "1.0", "-C", str(build_dir), *args],
+    done = subprocess.run([sys.executable, "-c", cli, "make", "1.0", "-C", str(build_dir), *args],
                           env=env, capture_output=True, text=True)
     if ok:
         assert done.returncode == 0, done.stderr
@@ -494,6 +494,27 @@ def test_new_epoch_reruns_every_stage(built: Path) -> None:
     ran = stages(make(built, epoch="1080000000").stderr)
     assert all(ran[s].startswith(f"epoch {EPOCH} -> 1080000000") for s in STAGES), ran
     assert tar_member(built / "xendemo-1.0.iso", "dev/console").mtime == 1080000000
+
+
+def test_a_change_of_the_code_reruns_every_stage(built: Path, tmp_path: Path) -> None:
+    """The code that shapes the bytes is an input of every stage, and of the no-op check (which
+    compares its files' stamps, not their contents): here a package of our own joins the
+    libraries that code_line hashes, then one of its files is edited, as an upgrade would."""
+    lib = tmp_path / "lib"
+    (lib / "writer").mkdir(parents=True)
+    (lib / "writer" / "__init__.py").write_text("LEVEL = 1\n")
+    cli = (f"import sys; sys.path.insert(0, {str(lib)!r}); from xendemo_build import cache; "
+           f"cache.CODE_PACKAGES += ('writer',); {CLI}")
+    first = stages(make(built, cli=cli).stderr)
+    assert all(first[s].startswith("code ") for s in STAGES), first
+    time.sleep(RACY_SECONDS + 0.1)
+    make(built, cli=cli)  # every stamp settled: this build records the no-op fingerprint
+    assert NOTHING_CHANGED in make(built, cli=cli).stderr
+    (lib / "writer" / "__init__.py").write_text("LEVEL = 2\n")
+    log = make(built, cli=cli).stderr
+    assert NOTHING_CHANGED not in log
+    ran = stages(log)
+    assert all(ran[s].startswith("code ") for s in STAGES), ran
 
 
 def test_damaged_outputs_are_made_again(built: Path) -> None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from . import __version__
-from .cache import BuildCache, code_line, fingerprint, setting
+from .cache import BuildCache, code_stamps, fingerprint, setting
 from .context import BuildContext, build_epoch, check_version
 from .errors import BuildError
 from .lock import build_lock
@@ -76,7 +75,7 @@ def build(build_dir: Path, version: str, *, profile: str | None = None,
 def make(ctx: BuildContext) -> Path:
     ctx.output.parent.mkdir(parents=True, exist_ok=True)
     with log_file(ctx.log_path):
-        log.debug("xendemo %s, run by %s@%s at %s", __version__, _user(), socket.gethostname(),
+        log.debug("xendemo %s, run by %s@%s at %s", __version__, _user(), os.uname().nodename,
                   datetime.now(UTC).isoformat(timespec="seconds"))
         log.info("Building %s %s from %s (profile %s, epoch %d)", ctx.profile.volume_label, ctx.version,
                  ctx.build_dir, ctx.profile.name, ctx.epoch)
@@ -112,7 +111,7 @@ def build_fingerprint(ctx: BuildContext, *, after_build: bool = False) -> str | 
     settings: when none moved since the last finished build, there is nothing to do.  After a
     build, an input written while it ran is not vouched for, but for what it wrote itself."""
     profile = ctx.profile
-    settings = [code_line(), setting("epoch", ctx.epoch), setting("version", ctx.version),
+    settings = [code_stamps(), setting("epoch", ctx.epoch), setting("version", ctx.version),
                 setting("profile", profile.path), setting("output", ctx.output),
                 setting("uid", os.geteuid())]
     parts = [ctx.build_dir / getattr(profile.boot, key) for key in
