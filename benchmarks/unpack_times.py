@@ -34,7 +34,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import GNU_TIME, SEED, Timing, add_symlinks, make_dirs, note, run_timed, text_pool
+from benchlib import (
+    GNU_TIME,
+    SEED,
+    Timing,
+    add_symlinks,
+    make_dirs,
+    note,
+    python_as_installed,
+    run_timed,
+    text_pool,
+)
 
 from xendemo_build.demo import run_demo
 from xendemo_build.parts import fetch_parts
@@ -140,6 +150,7 @@ def row(name: str, ours: Timing, theirs: Timing) -> str:
 
 
 def main() -> None:
+    python_as_installed()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--files", type=int, default=30000)
