@@ -364,8 +364,8 @@ def code_line() -> str:
 
 @functools.cache
 def code_stamps() -> str:
-    """The files code_line hashes, by their stamps: what the no-op check compares, a few ms where
-    reading them takes 20.  An upgrade or an edit moves a stamp; the stages then compare
+    """The files code_line hashes, by their stamps: what the no-op check compares (1 ms, where
+    reading them all takes 14).  An upgrade or an edit moves a stamp; the stages then compare
     code_line."""
     rows: list[object] = [sys.version]
     for name, package in _code_packages():
