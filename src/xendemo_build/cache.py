@@ -367,17 +367,11 @@ def code_stamps() -> str:
     """The files code_line hashes, by their stamps: what the no-op check compares (1 ms, where
     reading them all takes 14).  An upgrade or an edit moves a stamp; the stages then compare
     code_line."""
-    rows: list[object] = [sys.version]
-    for name, package in _code_packages():
-        rows.append(f"{name} {package}")
-        if package is None:
-            continue
-        for top, dirs, files in os.walk(package):
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            for file in sorted(f for f in files if not f.endswith(".pyc")):
-                path = os.path.join(top, file)
-                rows.append(_row(path, os.lstat(path)))
-    return setting("code-stamps", hashlib.sha256(marshal.dumps(rows, 2)).hexdigest()[:16])
+    packages = _code_packages()
+    rows = [row for row in _stamps(p for _, p in packages if p is not None)
+            if "/__pycache__" not in row[0] and not row[0].endswith(".pyc")]  # Python rewrites those
+    key = (sys.version, [f"{name} {package}" for name, package in packages], rows)
+    return setting("code-stamps", hashlib.sha256(marshal.dumps(key, 2)).hexdigest()[:16])
 
 
 def _code_packages() -> list[tuple[str, Path | None]]:
