@@ -1,6 +1,7 @@
 """Pre-flight checks: each test breaks exactly one thing in a copy of the demo build dir and
 asserts the exact one-line error of `xendemo check`, and that `make` stops with the same line
-before writing anything (no ISO, no work/stage)."""
+before writing anything (no ISO, no work/stage).  And what no check can foresee (a full file
+system, another system error, a reader gone from the pipe) still ends in one line or none."""
 
 from __future__ import annotations
 
